@@ -1,0 +1,201 @@
+"""The training recipe: every hyper-parameter, with the paper's value as default (§2-§5).
+
+A recipe is a tree of dataclasses. Named presets (`paper`, `digits`, `cifar10`) start from the
+paper's values and change only what a smaller data set needs; `--set section.key=value`
+overrides any field, type-checked. The resolved recipe is saved as `recipe.json` in a run and
+inside every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+class RecipeError(ValueError):
+    """A preset, override or recipe file that cannot be used; the message names the culprit."""
+
+
+@dataclass
+class ModelRecipe:
+    variant: Literal["paper", "one-tower", "owt"] = "paper"  # §3.2: two towers (groups=2)
+    activation: Literal["relu", "tanh"] = "relu"  # §3.1: ReLU after every learned layer
+    lrn: Literal["paper", "cuda-convnet", "off"] = "paper"  # §3.3: α convention, or no LRN
+    overlapping_pool: bool = True  # §3.4: z=3, s=2 (False: z=s=2)
+    dropout: float = 0.5  # §4.2: on the outputs of fc6 and fc7
+    init: Literal["paper", "kaiming"] = "paper"  # §5: N(0, 0.01), biases 1 in conv2/4/5, fc6/7
+
+
+@dataclass
+class DataRecipe:
+    source: str = "data/imagenet"  # §2: digits | cifar10:PATH | folder with train/ val/ | tree
+    image_size: int = 256  # §2: shorter side rescaled to 256, centre 256×256 kept
+    crop_size: int = 224  # §4.1: random 224×224 patches for training, centre for testing
+    flip: bool = True  # §4.1: horizontal reflections
+    pca_lighting: bool = True  # §4.1: PCA colour augmentation
+    lighting_std: float = 0.1  # §4.1: αᵢ ~ N(0, 0.1)
+    input_scale: Literal["raw", "standardised"] = "raw"  # §2: raw RGB minus the mean image
+    val_fraction: float = 0.1  # held out of a single image-folder tree (seeded, stratified)
+
+
+@dataclass
+class OptimRecipe:
+    lr: float = 0.01  # §5: ε, one rate for all layers
+    momentum: float = 0.9  # §5
+    weight_decay: float = 0.0005  # §5: inside the velocity, scaled by ε
+    batch_size: int = 128  # §5
+
+
+@dataclass
+class ScheduleRecipe:
+    epochs: int = 90  # §5: "roughly 90 cycles"
+    lr_drop: float = 10.0  # §5: ε divided by 10 when validation error stops improving
+    patience: int = 5  # epochs without a better validation top-1 error before a drop
+    max_drops: int = 3  # §5: reduced three times before termination
+
+
+@dataclass
+class RunRecipe:
+    device: str = "auto"  # cuda if available, else cpu; or any torch device string
+    seed: int = 0  # seeds torch, numpy, random and every loader worker
+    workers: int = -1  # data-loading processes; -1: one per CPU core (at most 8)
+    bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
+    compile: bool = False  # torch.compile the model
+
+
+@dataclass
+class Recipe:
+    name: str = "paper"
+    model: ModelRecipe = field(default_factory=ModelRecipe)
+    data: DataRecipe = field(default_factory=DataRecipe)
+    optim: OptimRecipe = field(default_factory=OptimRecipe)
+    schedule: ScheduleRecipe = field(default_factory=ScheduleRecipe)
+    run: RunRecipe = field(default_factory=RunRecipe)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Recipe:
+        recipe = cls(name=str(values.get("name", "custom")))
+        for section_name, section_values in values.items():
+            if section_name == "name":
+                continue
+            for key, value in dict(section_values).items():
+                _assign(recipe, f"{section_name}.{key}", value)
+        return recipe
+
+
+def _small_data(recipe: Recipe) -> None:
+    """Shared by the small-data presets: the paper's net at 64 px, trained in minutes.
+
+    PAPER.md "Learning": the paper's init assumes ImageNet's raw 0-255 scale; on small data it
+    stays at chance for many epochs, so these presets use Kaiming init and standardised inputs.
+    """
+    recipe.model.init = "kaiming"
+    recipe.data.input_scale = "standardised"
+    recipe.data.image_size = 72
+    recipe.data.crop_size = 64
+
+
+def _paper() -> Recipe:
+    return Recipe(name="paper")
+
+
+def _digits() -> Recipe:
+    recipe = Recipe(name="digits")
+    _small_data(recipe)
+    recipe.data.source = "digits"
+    recipe.data.flip = False  # a mirrored digit is another glyph
+    recipe.data.pca_lighting = False  # grey images: one colour axis only
+    recipe.optim.batch_size = 64
+    recipe.schedule.epochs = 8
+    recipe.schedule.patience = 2
+    return recipe
+
+
+def _cifar10() -> Recipe:
+    recipe = Recipe(name="cifar10")
+    _small_data(recipe)
+    recipe.data.source = "cifar10:data/cifar-10-batches-py"
+    recipe.schedule.epochs = 30
+    recipe.schedule.patience = 3
+    return recipe
+
+
+PRESETS = {"paper": _paper, "digits": _digits, "cifar10": _cifar10}
+
+
+def preset(name: str) -> Recipe:
+    """A fresh copy of a named preset."""
+    if name not in PRESETS:
+        raise RecipeError(f"unknown recipe {name!r}; choose one of: {', '.join(PRESETS)}")
+    return PRESETS[name]()
+
+
+def apply_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:
+    """Apply `section.key=value` strings in order, each type-checked against the field."""
+    for assignment in assignments:
+        path, sep, text = assignment.partition("=")
+        if not sep:
+            raise RecipeError(f"--set {assignment!r}: expected section.key=value")
+        _assign(
+            recipe,
+            path.strip(),
+            _parse(path.strip(), text.strip(), _field_type(recipe, path.strip())),
+        )
+    return recipe
+
+
+def _field_type(recipe: Recipe, path: str) -> Any:
+    section_name, _, key = path.partition(".")
+    section = getattr(recipe, section_name, None)
+    if not key or not dataclasses.is_dataclass(section):
+        raise RecipeError(f"unknown recipe key {path!r}; sections: {', '.join(_sections())}")
+    hints = typing.get_type_hints(type(section))
+    if key not in hints:
+        raise RecipeError(f"unknown recipe key {path!r}; {section_name} has: {', '.join(hints)}")
+    return hints[key]
+
+
+def _sections() -> list[str]:
+    return [f.name for f in dataclasses.fields(Recipe) if f.name != "name"]
+
+
+def _parse(path: str, text: str, kind: Any) -> Any:
+    """Turn override text into a value of the field's type, or say why not."""
+    if kind is bool:
+        lowered = text.lower()
+        if lowered in ("true", "1", "yes", "on"):
+            return True
+        if lowered in ("false", "0", "no", "off"):
+            return False
+        raise RecipeError(f"{path}={text!r}: expected a boolean (true/false)")
+    if kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            raise RecipeError(f"{path}={text!r}: expected {kind.__name__}") from None
+    return text
+
+
+def _assign(recipe: Recipe, path: str, value: Any) -> None:
+    """Set one field after checking the value's type (and choices, for Literal fields)."""
+    kind = _field_type(recipe, path)
+    section_name, _, key = path.partition(".")
+    if typing.get_origin(kind) is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise RecipeError(f"{path}={value!r}: expected one of {', '.join(map(repr, choices))}")
+    elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise RecipeError(f"{path}={value!r}: expected {kind.__name__}")
+    setattr(getattr(recipe, section_name), key, value)
