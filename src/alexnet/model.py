@@ -1,0 +1,215 @@
+"""The network: AlexNet as §3 and Figure 2 of the paper build it, with its named variants.
+
+Variants (all share one layout, `features` -> `avgpool` -> `classifier`, so that the `"owt"`
+variant loads a `torchvision.models.alexnet` state_dict unchanged):
+
+- `"paper"`: 96-256-384-384-256 kernels; conv2, conv4 and conv5 split into two towers
+  (`groups=2`, §3.2), conv3 and the fully connected layers read both; LRN after the ReLU of
+  conv1 and conv2 (§3.3); overlapping max-pool 3/2 (§3.4); dropout 0.5 on the outputs of fc6
+  and fc7 (§4.2); the paper's init (§5). 60,965,224 parameters with 1000 classes.
+- `"one-tower"`: the same without groups. 62,378,344 parameters.
+- `"owt"`: torchvision's layout, the 2014 "one weird trick" net (64-192-384-256-256, no LRN,
+  no groups, dropout before fc6 and fc7). 61,100,840 parameters.
+
+conv1 uses padding 2 so that the paper's 224×224 input gives 55×55 (the arithmetic of 227 with
+no padding). An adaptive average pool to 6×6 before fc6 is the identity at 224 and lets any
+input from 63 px up through, so small data sets use the same net.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Variant = Literal["paper", "one-tower", "owt"]
+LRNConvention = Literal["paper", "cuda-convnet"]
+
+# Kernels of the five conv layers.
+_CONV_CHANNELS = {
+    "paper": (96, 256, 384, 384, 256),
+    "one-tower": (96, 256, 384, 384, 256),
+    "owt": (64, 192, 384, 256, 256),
+}
+_BIAS_ONE = {"conv2", "conv4", "conv5", "fc6", "fc7"}  # §5: biases initialised to 1
+
+
+class LocalResponseNorm(nn.Module):
+    """Local response normalization across channels (§3.3), with its α convention explicit.
+
+    b[i] = a[i] / (k + α' · Σ_{j=max(0, i-n/2)}^{min(N-1, i+n/2)} a[j]²)^β
+
+    - `convention="paper"` (the default): α' = α, the formula as printed in the paper.
+    - `convention="cuda-convnet"`: α' = α / n, what Krizhevsky's cuda-convnet, Caffe and
+      `torch.nn.LocalResponseNorm` compute. With the paper's α = 1e-4 this normalizes 5× less.
+
+    The paper's values are n=5, k=2, α=1e-4, β=0.75. The sum runs over n/2 (integer) channels
+    each side, clipped at the ends.
+    """
+
+    def __init__(
+        self,
+        size: int = 5,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        k: float = 2.0,
+        convention: LRNConvention = "paper",
+    ) -> None:
+        super().__init__()
+        if convention not in ("paper", "cuda-convnet"):
+            raise ValueError(
+                f"unknown LRN convention {convention!r}; use 'paper' or 'cuda-convnet'"
+            )
+        if size % 2 != 1:
+            raise ValueError(f"LRN size must be odd so the window is symmetric, got {size}")
+        self.size, self.alpha, self.beta, self.k, self.convention = size, alpha, beta, k, convention
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # F.local_response_norm averages the squares over `size` channels, i.e. divides α by n:
+        # hand it n·α to get the paper's formula.
+        alpha = self.alpha * self.size if self.convention == "paper" else self.alpha
+        return F.local_response_norm(x, self.size, alpha=alpha, beta=self.beta, k=self.k)
+
+    def extra_repr(self) -> str:
+        return (
+            f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
+            f"convention={self.convention!r}"
+        )
+
+
+class AlexNet(nn.Module):
+    """AlexNet (§3). `forward` gives logits; `embed` gives the fc7 activations (§6.1)."""
+
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        variant: Variant = "paper",
+        *,
+        activation: Literal["relu", "tanh"] = "relu",
+        lrn: LRNConvention | Literal["off"] | None = "paper",
+        overlapping_pool: bool = True,
+        dropout: float = 0.5,
+        init: Literal["paper", "kaiming"] = "paper",
+    ) -> None:
+        super().__init__()
+        if variant not in _CONV_CHANNELS:
+            raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(_CONV_CHANNELS)}")
+        if activation not in ("relu", "tanh"):
+            raise ValueError(f"unknown activation {activation!r}; use 'relu' or 'tanh'")
+        if variant == "owt":
+            lrn = "off"  # the OWT net has no LRN
+        lrn = "off" if lrn is None else lrn
+        self.variant = variant
+        self.num_classes = num_classes
+        towers = 2 if variant == "paper" else 1  # §3.2: conv2, conv4, conv5 read their own tower
+        self.towers = towers
+        act = {"relu": nn.ReLU, "tanh": nn.Tanh}[activation]
+        pool_size = 3 if overlapping_pool else 2  # §3.4: z=3, s=2 overlaps; z=s=2 does not
+
+        def pool() -> nn.MaxPool2d:
+            return nn.MaxPool2d(kernel_size=pool_size, stride=2)
+
+        def norm() -> list[nn.Module]:
+            return [] if lrn == "off" else [LocalResponseNorm(convention=lrn)]
+
+        c1, c2, c3, c4, c5 = _CONV_CHANNELS[variant]
+        self.features = nn.Sequential(
+            nn.Conv2d(3, c1, 11, stride=4, padding=2), act(), *norm(), pool(),  # (B,96,27,27)
+            nn.Conv2d(c1, c2, 5, padding=2, groups=towers), act(), *norm(), pool(),  # (B,256,13,13)
+            nn.Conv2d(c2, c3, 3, padding=1), act(),  # (B,384,13,13), reads both towers
+            nn.Conv2d(c3, c4, 3, padding=1, groups=towers), act(),  # (B,384,13,13)
+            nn.Conv2d(c4, c5, 3, padding=1, groups=towers), act(), pool(),  # (B,256,6,6)
+        )  # fmt: skip
+        self.avgpool = nn.AdaptiveAvgPool2d((6, 6))  # identity at 224 px input
+        fc6, fc7, fc8 = (
+            nn.Linear(c5 * 36, 4096),
+            nn.Linear(4096, 4096),
+            nn.Linear(4096, num_classes),
+        )
+        if variant == "owt":  # torchvision's order: dropout on the inputs of fc6 and fc7
+            head = [nn.Dropout(dropout), fc6, act(), nn.Dropout(dropout), fc7, act(), fc8]
+        else:  # §4.2: dropout on the outputs of fc6 and fc7
+            head = [fc6, act(), nn.Dropout(dropout), fc7, act(), nn.Dropout(dropout), fc8]
+        self.classifier = nn.Sequential(*head)
+        self._fc7_end = head.index(fc7) + 2  # up to and including fc7's activation
+        self.min_input_size = _smallest_input(self)
+        self.reset_parameters(init)
+
+    def learned_layers(self) -> dict[str, nn.Conv2d | nn.Linear]:
+        """The eight learned layers by the paper's names: conv1..conv5, fc6..fc8."""
+        convs = [m for m in self.features if isinstance(m, nn.Conv2d)]
+        linears = [m for m in self.classifier if isinstance(m, nn.Linear)]
+        names = [f"conv{i}" for i in range(1, 6)] + ["fc6", "fc7", "fc8"]
+        return dict(zip(names, convs + linears, strict=True))
+
+    def reset_parameters(self, init: Literal["paper", "kaiming"] = "paper") -> None:
+        """§5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7 and 0 elsewhere.
+
+        `"kaiming"` (Kaiming-normal weights, zero biases) is for small data at a standardised
+        scale, where the paper's init stalls (PAPER.md, "Learning").
+        """
+        if init not in ("paper", "kaiming"):
+            raise ValueError(f"unknown init {init!r}; use 'paper' or 'kaiming'")
+        for name, layer in self.learned_layers().items():
+            if init == "paper":
+                nn.init.normal_(layer.weight, mean=0.0, std=0.01)
+                nn.init.constant_(layer.bias, 1.0 if name in _BIAS_ONE else 0.0)
+            else:
+                nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+                nn.init.zeros_(layer.bias)
+
+    def conv1_towers(self) -> list[range]:
+        """Which conv1 kernels feed which tower: [0-47, 48-95] for the paper's net (§3.2).
+
+        conv2 has groups=2, so its first half reads conv1 maps 0-47 (GPU one) and its second
+        half maps 48-95 (GPU two). A one-tower net has a single range.
+        """
+        kernels = self.learned_layers()["conv1"].out_channels
+        per_tower = kernels // self.towers
+        return [range(t * per_tower, (t + 1) * per_tower) for t in range(self.towers)]
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise ValueError(
+                f"AlexNet expects (batch, 3, height, width) images, got {tuple(x.shape)}"
+            )
+        if min(x.shape[-2:]) < self.min_input_size:
+            raise ValueError(
+                f"AlexNet needs images of at least {self.min_input_size}×{self.min_input_size} px, "
+                f"got {x.shape[-2]}×{x.shape[-1]}"
+            )
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The fc7 activations (B, 4096): the last hidden layer used for retrieval (§6.1)."""
+        self._check_input(x)
+        x = torch.flatten(self.avgpool(self.features(x)), 1)  # (B, 9216)
+        return self.classifier[: self._fc7_end](x)  # (B, 4096)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier[self._fc7_end :](self.embed(x))  # (B, num_classes)
+
+
+def _smallest_input(model: AlexNet) -> int:
+    """The smallest square input whose feature maps stay non-empty through every layer."""
+
+    def output_size(size: int) -> int:
+        for layer in model.features:
+            if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+                kernel, stride, padding = (
+                    _as_int(getattr(layer, name)) for name in ("kernel_size", "stride", "padding")
+                )
+                size = (size + 2 * padding - kernel) // stride + 1
+                if size < 1:
+                    return 0
+        return size
+
+    size = 1
+    while output_size(size) < 1:
+        size += 1
+    return size
+
+
+def _as_int(value: int | tuple[int, ...]) -> int:
+    return value[0] if isinstance(value, tuple) else value

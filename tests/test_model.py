@@ -1,0 +1,241 @@
+"""The network against the paper's numbers, torchvision's AlexNet and the LRN formula in float64."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from alexnet import AlexNet
+from alexnet.model import LocalResponseNorm
+
+VARIANTS = ["paper", "one-tower", "owt"]
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize(
+    ("variant", "expected"),
+    [("paper", 60_965_224), ("one-tower", 62_378_344), ("owt", 61_100_840)],
+)
+def test_parameter_count_matches_paper_and_torchvision(variant, expected):
+    model = AlexNet(num_classes=1000, variant=variant)
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+def test_owt_count_equals_torchvision():
+    reference = torchvision.models.alexnet(weights=None)
+    ours = AlexNet(variant="owt")
+    assert sum(p.numel() for p in ours.parameters()) == sum(
+        p.numel() for p in reference.parameters()
+    )
+
+
+def test_paper_shapes_through_the_stack_at_224():
+    model = AlexNet().eval()
+    x = torch.randn(1, 3, 224, 224)
+    sizes = []
+    for layer in model.features:
+        x = layer(x)
+        if isinstance(layer, nn.Conv2d | nn.MaxPool2d):
+            sizes.append((x.shape[1], x.shape[2]))
+    # conv1 55, pool 27, conv2 27, pool 13, conv3-5 13, pool 6 (Figure 2)
+    assert sizes == [
+        (96, 55),
+        (96, 27),
+        (256, 27),
+        (256, 13),
+        (384, 13),
+        (384, 13),
+        (256, 13),
+        (256, 6),
+    ]
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 224, 224)).shape == (2, 1000)
+
+
+def test_paper_towers_are_groups_of_two():
+    layers = AlexNet().learned_layers()
+    assert [layers[f"conv{i}"].groups for i in range(1, 6)] == [1, 2, 1, 2, 2]
+    assert layers["conv2"].weight.shape == (256, 48, 5, 5)
+    assert layers["conv3"].weight.shape == (384, 256, 3, 3)  # reads both towers
+    assert layers["conv4"].weight.shape == (384, 192, 3, 3)
+
+
+def test_conv1_towers_feed_their_own_half_of_conv2():
+    model = AlexNet().eval()
+    assert model.conv1_towers() == [range(0, 48), range(48, 96)]
+    assert AlexNet(variant="one-tower").conv1_towers() == [range(0, 96)]
+    # Perturbing conv1 kernel 0 (tower one) changes only conv2's first 128 maps.
+    x = torch.randn(1, 3, 67, 67)
+    conv1_to_conv2 = model.features[:5]
+    with torch.no_grad():
+        before = conv1_to_conv2(x)
+        model.learned_layers()["conv1"].weight[0] += 1.0
+        after = conv1_to_conv2(x)
+    changed = (after - before).abs().amax(dim=(0, 2, 3)) > 0
+    assert changed[:128].any() and not changed[128:].any()
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_smallest_input_is_63_px(variant):
+    model = AlexNet(num_classes=10, variant=variant).eval()
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 63, 63)).shape == (2, 10)
+        with pytest.raises(ValueError, match="at least 63×63 px, got 32×32"):
+            model(torch.randn(2, 3, 32, 32))
+        with pytest.raises(ValueError, match="at least 63"):
+            model(torch.randn(2, 3, 62, 62))
+
+
+def test_non_overlapping_pool_keeps_the_output_sizes():
+    model = AlexNet(overlapping_pool=False).eval()
+    pools = [m for m in model.features if isinstance(m, nn.MaxPool2d)]
+    assert all(p.kernel_size == 2 and p.stride == 2 for p in pools)
+    x = torch.randn(1, 3, 224, 224)
+    sizes = []
+    with torch.no_grad():
+        for layer in model.features:
+            x = layer(x)
+            if isinstance(layer, nn.MaxPool2d):
+                sizes.append(x.shape[-1])
+    assert sizes == [27, 13, 6]
+
+
+def test_owt_loads_torchvision_state_dict_and_gives_same_logits():
+    reference = torchvision.models.alexnet(weights=None).eval()
+    ours = AlexNet(variant="owt").eval()
+    ours.load_state_dict(reference.state_dict(), strict=True)
+    x = torch.randn(4, 3, 224, 224)
+    with torch.no_grad():
+        difference = (ours(x) - reference(x)).abs().max().item()
+    assert difference < 1e-5
+
+
+def test_paper_variant_rejects_torchvision_weights():
+    with pytest.raises(RuntimeError):
+        AlexNet(variant="paper").load_state_dict(torchvision.models.alexnet().state_dict())
+
+
+def lrn_formula_float64(a: torch.Tensor, n=5, alpha=1e-4, beta=0.75, k=2.0) -> torch.Tensor:
+    """§3.3 as printed, written out channel by channel in float64."""
+    channels = a.shape[1]
+    out = torch.empty_like(a)
+    for i in range(channels):
+        low, high = max(0, i - n // 2), min(channels - 1, i + n // 2)
+        total = (a[:, low : high + 1] ** 2).sum(dim=1)
+        out[:, i] = a[:, i] / (k + alpha * total) ** beta
+    return out
+
+
+@pytest.mark.parametrize(
+    ("convention", "alpha_used"), [("paper", 1e-4), ("cuda-convnet", 1e-4 / 5)]
+)
+def test_lrn_matches_the_formula_in_float64(convention, alpha_used):
+    # Values of ReLU-output magnitude (tens) so the normalization is far from the identity.
+    a = torch.rand(2, 11, 4, 5, dtype=torch.float64) * 60
+    expected = lrn_formula_float64(a, alpha=alpha_used)
+    assert (expected - a / 2**0.75).abs().max() > 1e-3  # the sum term really matters here
+    got = LocalResponseNorm(convention=convention)(a.float()).double()
+    assert ((got - expected).abs() / expected.abs()).max() < 1e-5
+
+
+def test_lrn_paper_convention_equals_torch_with_n_times_alpha():
+    a = torch.rand(2, 8, 3, 3) * 50
+    ours = LocalResponseNorm(convention="paper")(a)
+    torch_reference = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)(a)
+    assert torch.allclose(ours, torch_reference, rtol=1e-6)
+
+
+@pytest.mark.parametrize("convention", ["paper", "cuda-convnet"])
+def test_lrn_gradient_matches_autograd_on_the_formula(convention):
+    alpha = 1e-4 if convention == "paper" else 1e-4 / 5
+    a = (torch.rand(2, 9, 3, 3, dtype=torch.float64) * 40).requires_grad_()
+    upstream = torch.randn(2, 9, 3, 3, dtype=torch.float64)
+    (expected,) = torch.autograd.grad((lrn_formula_float64(a, alpha=alpha) * upstream).sum(), a)
+    (got,) = torch.autograd.grad((LocalResponseNorm(convention=convention)(a) * upstream).sum(), a)
+    assert torch.allclose(got, expected, rtol=1e-8, atol=1e-12)
+
+
+def test_lrn_sits_after_relu_in_conv1_and_conv2_only():
+    kinds = [type(m).__name__ for m in AlexNet().features]
+    lrn_at = [i for i, kind in enumerate(kinds) if kind == "LocalResponseNorm"]
+    assert len(lrn_at) == 2
+    for i in lrn_at:
+        assert kinds[i - 2 : i + 2] == ["Conv2d", "ReLU", "LocalResponseNorm", "MaxPool2d"]
+    assert "LocalResponseNorm" not in [type(m).__name__ for m in AlexNet(lrn="off").features]
+    conventions = {
+        m.convention
+        for m in AlexNet(lrn="cuda-convnet").features
+        if isinstance(m, LocalResponseNorm)
+    }
+    assert conventions == {"cuda-convnet"}
+
+
+def test_paper_init_statistics():
+    layers = AlexNet().learned_layers()
+    for name, layer in layers.items():
+        std = layer.weight.std().item()
+        assert abs(std - 0.01) / 0.01 < 0.05, (name, std)
+        assert abs(layer.weight.mean().item()) < 1e-3, name
+        expected_bias = 1.0 if name in {"conv2", "conv4", "conv5", "fc6", "fc7"} else 0.0
+        assert torch.equal(layer.bias, torch.full_like(layer.bias, expected_bias)), name
+
+
+def test_kaiming_init_has_zero_biases_and_he_std():
+    layers = AlexNet(init="kaiming").learned_layers()
+    conv2 = layers["conv2"]
+    fan_in = conv2.weight[0].numel()
+    assert abs(conv2.weight.std().item() - (2 / fan_in) ** 0.5) / (2 / fan_in) ** 0.5 < 0.05
+    assert all(torch.count_nonzero(layer.bias) == 0 for layer in layers.values())
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_every_parameter_gets_a_gradient_in_one_training_step(variant, activation):
+    model = AlexNet(num_classes=5, variant=variant, activation=activation, init="kaiming")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    x, y = torch.randn(3, 3, 67, 67), torch.tensor([0, 1, 4])
+    loss = nn.functional.cross_entropy(model(x), y)
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    optimizer.step()
+    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters())
+
+
+def test_tanh_variant_uses_tanh_everywhere():
+    model = AlexNet(activation="tanh")
+    kinds = {type(m).__name__ for m in model.modules()}
+    assert "Tanh" in kinds and "ReLU" not in kinds
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_dropout_active_in_train_mode_and_off_in_eval(variant):
+    model = AlexNet(num_classes=10, variant=variant)
+    x = torch.randn(2, 3, 67, 67)
+    with torch.no_grad():
+        model.train()
+        assert not torch.equal(model(x), model(x))
+        model.eval()
+        assert torch.equal(model(x), model(x))
+
+
+def test_dropout_sits_on_outputs_of_fc6_and_fc7():
+    paper = [type(m).__name__ for m in AlexNet(dropout=0.3).classifier]
+    assert paper == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
+    assert all(m.p == 0.3 for m in AlexNet(dropout=0.3).classifier if isinstance(m, nn.Dropout))
+
+
+def test_embed_returns_fc7_activations():
+    model = AlexNet(num_classes=10).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        features = model.embed(x)
+        assert features.shape == (2, 4096)
+        assert (features >= 0).all()  # after fc7's ReLU
+        fc8 = model.learned_layers()["fc8"]
+        assert torch.allclose(fc8(features), model(x), atol=1e-5)
