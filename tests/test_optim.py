@@ -1,0 +1,96 @@
+"""The paper's SGD against its update rule by hand and against torch's SGD; the plateau schedule."""
+
+import pytest
+import torch
+
+from alexnet.optim import PaperSGD, plateau_schedule
+
+
+def quadratic_grad(w: torch.Tensor) -> torch.Tensor:
+    return 2 * w - 1.0  # gradient of sum(w² − w)
+
+
+def run(optimizer_cls, lrs, **kwargs):
+    """Weights after one step per entry of `lrs`, ε set to that entry before the step."""
+    w = torch.tensor([0.5, -1.5, 3.0], dtype=torch.float64, requires_grad=True)
+    optimizer = optimizer_cls([w], lr=lrs[0], momentum=0.9, weight_decay=0.0005, **kwargs)
+    history = []
+    for lr in lrs:
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        w.grad = quadratic_grad(w.detach())
+        optimizer.step()
+        history.append(w.detach().clone())
+    return history
+
+
+def test_update_rule_matches_the_paper_by_hand():
+    lrs = [0.01, 0.01, 0.001, 0.001]
+    w = torch.tensor([0.5, -1.5, 3.0], dtype=torch.float64)
+    v = torch.zeros_like(w)
+    expected = []
+    for lr in lrs:  # §5: v ← 0.9v − 0.0005εw − ε∂L/∂w ; w ← w + v
+        v = 0.9 * v - 0.0005 * lr * w - lr * quadratic_grad(w)
+        w = w + v
+        expected.append(w.clone())
+    for got, want in zip(run(PaperSGD, lrs), expected, strict=True):
+        assert torch.allclose(got, want, rtol=0, atol=1e-15)
+
+
+def test_agrees_with_torch_sgd_while_lr_is_constant():
+    lrs = [0.01] * 20
+    for ours, theirs in zip(run(PaperSGD, lrs), run(torch.optim.SGD, lrs), strict=True):
+        assert torch.allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_differs_from_torch_sgd_after_a_drop_as_the_paper_says():
+    lrs = [0.01] * 10 + [0.001]
+    ours, theirs = run(PaperSGD, lrs), run(torch.optim.SGD, lrs)
+    before = ours[-2]
+    assert torch.allclose(before, theirs[-2], rtol=1e-12)
+    # Paper: the step after the drop keeps 0.9 of the old velocity; torch scales it by 0.1 too.
+    ours_step, theirs_step = ours[-1] - before, theirs[-1] - before
+    assert not torch.allclose(ours_step, theirs_step, rtol=1e-3)
+    assert (ours_step.abs() > 5 * theirs_step.abs()).all()
+
+
+def test_rejects_bad_hyper_parameters():
+    with pytest.raises(ValueError, match="lr > 0"):
+        PaperSGD([torch.zeros(1, requires_grad=True)], lr=0)
+
+
+def schedule_for(errors, patience=1, max_drops=3):
+    w = torch.zeros(1, requires_grad=True)
+    optimizer = PaperSGD([w], lr=0.01)
+    schedule = plateau_schedule(optimizer, drop=10.0, patience=patience, max_drops=max_drops)
+    lrs = []
+    for error in errors:
+        schedule.step(error)
+        lrs.append(optimizer.param_groups[0]["lr"])
+    return lrs
+
+
+def test_plateau_drops_after_patience_epochs_without_improvement():
+    #          better better same  worse  better same  same  better
+    errors = [0.9, 0.8, 0.8, 0.85, 0.7, 0.7, 0.7, 0.6]
+    lrs = schedule_for(errors, patience=1)
+    expected = [0.01, 0.01, 0.01, 0.001, 0.001, 0.001, 0.0001, 0.0001]
+    assert lrs == pytest.approx(expected, rel=1e-9)
+
+
+def test_plateau_drops_at_most_three_times():
+    lrs = schedule_for([0.5] * 20, patience=0)
+    assert lrs[:4] == pytest.approx([0.01, 0.001, 0.0001, 0.00001], rel=1e-9)
+    assert lrs[-1] == pytest.approx(0.00001, rel=1e-9)
+    assert len({round(lr, 12) for lr in lrs}) == 4  # ε₀ and three drops
+
+
+def test_plateau_state_survives_a_round_trip():
+    w = torch.zeros(1, requires_grad=True)
+    optimizer = PaperSGD([w], lr=0.01)
+    schedule = plateau_schedule(optimizer, drop=10.0, patience=2, max_drops=3)
+    for error in [0.5, 0.6]:
+        schedule.step(error)
+    restored = plateau_schedule(PaperSGD([w], lr=0.01), drop=10.0, patience=2, max_drops=3)
+    restored.load_state_dict(schedule.state_dict())
+    assert restored.best == 0.5 and restored.num_bad_epochs == 1
