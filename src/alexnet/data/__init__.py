@@ -1,0 +1,28 @@
+"""The data side of the paper (§2, §4.1): sources, the preprocessing pipeline, and loaders.
+
+sources -> transforms -> loader: `open_source` gives training and validation images,
+`compute_stats` the mean image and RGB PCA of the training set, `train_transform` /
+`eval_transform` the paper's pipeline, `make_loader` the batches.
+"""
+
+from alexnet.data.dataset import ArraySource, DataError, FileSource, ImageSource, Splits
+from alexnet.data.loader import TransformedDataset, make_loader
+from alexnet.data.sources import open_source
+from alexnet.data.stats import DataStats, compute_stats
+from alexnet.data.transforms import average_ten_crop, eval_transform, train_transform
+
+__all__ = [
+    "ArraySource",
+    "DataError",
+    "DataStats",
+    "FileSource",
+    "ImageSource",
+    "Splits",
+    "TransformedDataset",
+    "average_ten_crop",
+    "compute_stats",
+    "eval_transform",
+    "make_loader",
+    "open_source",
+    "train_transform",
+]

@@ -1,0 +1,183 @@
+"""What a data set is before any preprocessing: labelled RGB images, and how they split (§2).
+
+A source is a torch Dataset whose items are `(PIL RGB image, label)`, or None for a file that
+cannot be read: a bad file is skipped with one warning naming it, counted, and the run goes on.
+Two kinds hold every data set: `FileSource` (image files on disk: folders, ILSVRC-2012) and
+`ArraySource` (images already in memory: CIFAR-10, scikit-learn's digits). `Splits` is what
+`open_source` returns. `DataError` is a problem with the data a person can fix; its message is
+one line, and the CLI turns it into exit status 2.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from alexnet.data.decode import read_rgb
+
+log = logging.getLogger("alexnet.data")
+
+
+class DataError(ValueError):
+    """A data problem a person can fix (missing path, no images, empty class folder)."""
+
+
+class ImageSource(Dataset):
+    """Labelled RGB images; `load(index)` returns `(image, label)` or None for a skipped file."""
+
+    def __init__(self, name: str, classes: list[str], labels: Sequence[int]):
+        self.name = name  # e.g. "image folder /data/pets (train split)"
+        self.classes = classes  # human-readable class names, index = label
+        self.labels = np.asarray(labels, dtype=np.int64)  # (N,)
+        self.unreadable: dict[int, str] = {}  # index -> why it was skipped
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int] | None:
+        return self.load(index)
+
+    def load(self, index: int, min_size: int | None = None) -> tuple[Image.Image, int] | None:
+        """The item at `index`; min_size lets a decoder work at reduced size (see read_rgb)."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """A digest that changes when the images or labels change (the stats cache key)."""
+        raise NotImplementedError
+
+    def mark_unreadable(self, index: int, reason: str, *, warn: bool = True) -> None:
+        """Record a skipped item; warns once per item (warn=False: already warned elsewhere)."""
+        if index in self.unreadable:
+            return
+        self.unreadable[index] = reason
+        if warn:
+            log.warning("skipping %s: %s", self.describe(index), reason)
+
+    def describe(self, index: int) -> str:
+        return f"item {index} of {self.name}"
+
+    def summary(self) -> str:
+        """One line: images, classes, skipped files (those found so far in this process)."""
+        return (
+            f"{self.name}: {len(self)} images, {len(self.classes)} classes, "
+            f"{len(self.unreadable)} skipped"
+        )
+
+
+class FileEntry(NamedTuple):
+    """One image file found by a scan."""
+
+    path: str
+    label: int
+    size: int  # bytes; 0 marks an empty file, skipped at once
+    mtime_ns: int
+
+
+class FileSource(ImageSource):
+    """Image files on disk, decoded on demand.
+
+    Paths are kept in one numpy byte-string array, not a list of Python strings, so that forked
+    loader workers share it instead of copying it page by page (reference counts touch pages).
+    Empty (0-byte) files are skipped at construction, with a warning each.
+    """
+
+    def __init__(self, name: str, classes: list[str], entries: Sequence[FileEntry]):
+        super().__init__(name, classes, [entry.label for entry in entries])
+        self.paths = np.array([os.fsencode(entry.path) for entry in entries], dtype=np.bytes_)
+        digest = hashlib.sha256()
+        for entry in entries:
+            digest.update(f"{entry.path}\0{entry.label}\0{entry.size}\0{entry.mtime_ns}\n".encode())
+        self._fingerprint = digest.hexdigest()
+        for index, entry in enumerate(entries):
+            if entry.size == 0:
+                self.mark_unreadable(index, "empty file (0 bytes)")
+
+    def path(self, index: int) -> str:
+        return os.fsdecode(self.paths[index])
+
+    def describe(self, index: int) -> str:
+        return self.path(index)
+
+    def load(self, index: int, min_size: int | None = None) -> tuple[Image.Image, int] | None:
+        if index in self.unreadable:
+            return None
+        try:
+            image = read_rgb(self.path(index), min_size)
+        except Exception as error:  # Pillow raises many kinds for a bad file; each is a skip
+            self.mark_unreadable(index, f"cannot decode ({type(error).__name__}: {error})")
+            return None
+        return image, int(self.labels[index])
+
+    def fingerprint(self) -> str:
+        return self._fingerprint
+
+
+class ArraySource(ImageSource):
+    """Images held in memory as one uint8 array (N, H, W, 3); nothing can be unreadable."""
+
+    def __init__(self, name: str, classes: list[str], images: np.ndarray, labels: Sequence[int]):
+        super().__init__(name, classes, labels)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+            raise ValueError(
+                f"expected uint8 images (N, H, W, 3), got {images.dtype} {images.shape}"
+            )
+        self.images = images  # (N, H, W, 3)
+
+    def load(self, index: int, min_size: int | None = None) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[index], "RGB"), int(self.labels[index])
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(np.ascontiguousarray(self.images).data)
+        digest.update(self.labels.tobytes())
+        return digest.hexdigest()
+
+
+@dataclass
+class Splits:
+    """A data set as `open_source` returns it."""
+
+    train: ImageSource
+    val: ImageSource
+    classes: list[str]  # human-readable class names, index = label
+    description: str  # one line for the run's log
+
+
+def stratified_split(
+    labels: Sequence[int], classes: list[str], fraction: float, seed: int, *, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, held out): a seeded split holding out `fraction` of every class.
+
+    At least one image of every class is held out, so each class needs two or more images;
+    `what` names the data in the error raised otherwise.
+    """
+    if not 0 < fraction < 1:
+        raise DataError(f"{what}: the held-out fraction must be between 0 and 1, got {fraction}")
+    from sklearn.model_selection import train_test_split  # imported here: it takes seconds
+
+    labels = np.asarray(labels)
+    class_ids, counts = np.unique(labels, return_counts=True)
+    if counts.min() < 2:
+        raise DataError(
+            f"{what}: cannot hold out a stratified {fraction:.0%}: class "
+            f"{classes[class_ids[counts.argmin()]]!r} has a single image; "
+            "give it more images or split the data into train/ and val/"
+        )
+    held_out = max(math.ceil(fraction * len(labels)), len(class_ids))
+    if held_out > len(labels) - len(class_ids):
+        raise DataError(
+            f"{what}: {len(labels)} images are too few to hold out one image of each of "
+            f"{len(class_ids)} classes and keep one for training"
+        )
+    train, val = train_test_split(
+        np.arange(len(labels)), test_size=held_out, stratify=labels, random_state=seed
+    )
+    return np.sort(train), np.sort(val)

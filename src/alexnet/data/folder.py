@@ -1,0 +1,100 @@
+"""Image-folder trees, `root/<class>/<image>`: your own labelled photos, trained the paper's way.
+
+A class is a sub-folder of the root (sorted names give the labels); its images are every file,
+at any depth below it, with a suffix Pillow can open (case ignored). Other files (`.txt`,
+`.DS_Store`) and hidden files or folders are ignored. A tree is used either as a pair
+`train/` + `val/`, or alone, with a seeded, stratified fraction held out for validation.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from alexnet.data.dataset import DataError, FileEntry, FileSource, Splits, stratified_split
+from alexnet.data.decode import is_image_name
+
+
+def scan_image_folder(
+    root: Path, classes: list[str] | None = None
+) -> tuple[list[str], list[FileEntry]]:
+    """The class names and every image file of the tree at `root`, in sorted order.
+
+    classes: the class list to label against (a validation tree uses the training tree's);
+    None takes the tree's own class folders. An empty class folder is a DataError.
+    """
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    folders = sorted(
+        entry.name
+        for entry in os.scandir(root)
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+    if not folders:
+        raise DataError(f"{root}: no class folders (expected {root}/<class>/<image>)")
+    if classes is None:
+        classes = folders
+    unknown = sorted(set(folders) - set(classes))
+    if unknown:
+        raise DataError(f"{root}: class folders not in the training set: {', '.join(unknown[:5])}")
+    label_of = {name: label for label, name in enumerate(classes)}
+    entries: list[FileEntry] = []
+    for folder in folders:
+        found = list(_image_files(root / folder, label_of[folder]))
+        if not any(entry.size > 0 for entry in found):
+            detail = f" (only {len(found)} empty files)" if found else ""
+            raise DataError(f"class folder {root / folder} has no images{detail}")
+        entries += found
+    return classes, entries
+
+
+def _image_files(folder: Path, label: int):
+    for directory, subfolders, names in os.walk(folder, followlinks=True):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        for name in sorted(names):
+            if is_image_name(name) and not name.startswith("."):
+                path = os.path.join(directory, name)
+                stat = os.stat(path)
+                yield FileEntry(path, label, stat.st_size, stat.st_mtime_ns)
+
+
+def open_folder_pair(root: Path) -> Splits:
+    """`root/train/<class>/...` and `root/val/<class>/...`, labelled by the training classes."""
+    classes, train_entries = scan_image_folder(root / "train")
+    _, val_entries = scan_image_folder(root / "val", classes)
+    train = FileSource(f"image folder {root / 'train'}", classes, train_entries)
+    val = FileSource(f"image folder {root / 'val'}", classes, val_entries)
+    return Splits(
+        train,
+        val,
+        classes,
+        f"image folders {root}/train and /val: {len(classes)} classes, "
+        f"{len(train)} train, {len(val)} val{_empty_note(train, val)}",
+    )
+
+
+def open_folder_tree(root: Path, val_fraction: float, seed: int) -> Splits:
+    """One tree; a seeded, stratified `val_fraction` of each class is held out for validation."""
+    classes, entries = scan_image_folder(root)
+    labels = [entry.label for entry in entries]
+    train_indices, val_indices = stratified_split(
+        labels, classes, val_fraction, seed, what=f"image folder {root}"
+    )
+    train = FileSource(
+        f"image folder {root} (train split)", classes, [entries[i] for i in train_indices]
+    )
+    val = FileSource(
+        f"image folder {root} (held-out split)", classes, [entries[i] for i in val_indices]
+    )
+    return Splits(
+        train,
+        val,
+        classes,
+        f"image folder {root}: {len(classes)} classes, {len(train)} train, {len(val)} val; "
+        f"{val_fraction:.0%} held out for validation (seeded, stratified){_empty_note(train, val)}",
+    )
+
+
+def _empty_note(*sources: FileSource) -> str:
+    empty = sum(len(source.unreadable) for source in sources)
+    return f"; {empty} empty files skipped" if empty else ""

@@ -1,0 +1,149 @@
+"""Batches for training and testing (§5: batches of 128): workers, seeding, skipped files.
+
+Reproducible by construction. The training order of epoch e is a permutation drawn from
+(seed, e); each item's augmentation (crop, flip, lighting) draws from torch's generator seeded
+with (seed, e, index) inside whichever process makes it. Two runs with the same seed give the
+same batches whatever the number of workers, and a run resumed at epoch e replays epoch e.
+Iterating a loader again continues with epoch e+1 (the same as a new loader made for e+1).
+An unreadable file is dropped from its batch and counted, never raised.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from functools import partial
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+from alexnet.data.dataset import ImageSource
+from alexnet.data.transforms import Pipeline
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed mixed from integers such as (seed, epoch, index)."""
+    words = np.random.SeedSequence([part % 2**64 for part in parts]).generate_state(1, np.uint64)
+    return int(words[0]) >> 1
+
+
+class TransformedDataset(Dataset):
+    """A source with a transform: item -> (tensor, label), or None when the file was skipped."""
+
+    def __init__(self, source: ImageSource, transform: Callable):
+        self.source = source
+        self.transform = transform
+        # A Pipeline knows the size it prepares images at; a JPEG may decode at reduced size.
+        self.decode_size = transform.image_size if isinstance(transform, Pipeline) else None
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
+        item = self.source.load(index, self.decode_size)
+        if item is None:
+            return None
+        image, label = item
+        return self.transform(image), label
+
+
+class EpochSampler(Sampler):
+    """Yields (index, epoch) keys; each pass over it is the next epoch.
+
+    shuffle: a permutation drawn from (seed, epoch); otherwise indices in order.
+    """
+
+    def __init__(self, size: int, *, shuffle: bool, seed: int, epoch: int):
+        self.size = size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.next_epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
+            order = torch.randperm(self.size, generator=generator).tolist()
+        else:
+            order = range(self.size)
+        return ((index, epoch) for index in order)
+
+
+class SeededItems(Dataset):
+    """`items[(index, epoch)]` is `dataset[index]` made with torch's CPU generator seeded from
+    (seed, epoch, index); the caller's generator state is restored afterwards."""
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset = dataset
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]):
+        index, epoch = key
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(derive_seed(self.seed, epoch, index))
+            return self.dataset[index]
+
+
+def collate_skipping_none(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(images, labels, skipped): the items that loaded, stacked, and how many were None.
+
+    When every item of a batch was skipped, images and labels have zero rows.
+    """
+    kept = [item for item in batch if item is not None]
+    skipped = len(batch) - len(kept)
+    if not kept:
+        return torch.empty(0), torch.empty(0, dtype=torch.int64), skipped
+    images, labels = default_collate(kept)
+    return images, labels, skipped
+
+
+def seed_worker(worker_id: int, *, seed: int, epoch: int) -> None:
+    """Seeds torch, numpy and random in a loader worker from (seed, epoch, worker id)."""
+    worker_seed = derive_seed(seed, epoch, worker_id)
+    torch.manual_seed(worker_seed)
+    np.random.seed(worker_seed % 2**32)
+    random.seed(worker_seed)
+
+
+def default_workers() -> int:
+    """One loader process per CPU core, at most 8."""
+    return min(os.cpu_count() or 1, 8)
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    train: bool,
+    workers: int = -1,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    epoch: int = 0,
+) -> DataLoader:
+    """A DataLoader yielding (images, labels, skipped) batches; see the module docstring.
+
+    train: shuffle, and drop the last partial batch when there is more than one batch (a set
+    smaller than one batch still trains). workers: -1 = one per CPU core (at most 8); 0 = the
+    calling process. Memory is pinned for a CUDA device; workers persist between passes.
+    """
+    workers = default_workers() if workers < 0 else workers
+    return DataLoader(
+        SeededItems(dataset, seed),
+        batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), shuffle=train, seed=seed, epoch=epoch),
+        num_workers=workers,
+        collate_fn=collate_skipping_none,
+        pin_memory=torch.device(device).type == "cuda",
+        drop_last=train and len(dataset) > batch_size,
+        persistent_workers=workers > 0,
+        worker_init_fn=partial(seed_worker, seed=seed, epoch=epoch),
+        generator=torch.Generator().manual_seed(derive_seed(seed, epoch)),
+    )

@@ -1,0 +1,52 @@
+"""`open_source`: from a `--data SOURCE` string (DESIGN.md) to training and validation images.
+
+SOURCE is one of
+- `digits`: scikit-learn's digits (the default; nothing to download);
+- `cifar10:PATH`: CIFAR-10's python pickles, PATH = cifar-10-batches-py or its parent;
+- a folder holding `train/` and `val/`: ILSVRC-2012 as distributed (§2; recognised by wnid class
+  folders, n + 8 digits) or any image folders split that way;
+- a single image-folder tree `root/<class>/<image>`: a seeded, stratified fraction is held out
+  for validation, and the description says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alexnet.data.cifar import open_cifar10
+from alexnet.data.dataset import DataError, Splits
+from alexnet.data.digits import open_digits
+from alexnet.data.folder import open_folder_pair, open_folder_tree
+from alexnet.data.ilsvrc import is_ilsvrc_train, open_ilsvrc
+
+CIFAR_PREFIX = "cifar10:"
+
+
+def open_source(
+    spec: str, *, val_fraction: float = 0.1, seed: int = 0, download: bool = False
+) -> Splits:
+    """The Splits for `spec`; a missing path, no images or an empty class folder: DataError.
+
+    val_fraction: held out of a single image-folder tree; seed: that split's (and the digits
+    test split's) seed; download: fetch CIFAR-10 if it is not at PATH.
+    """
+    if spec == "digits":
+        return open_digits(seed)
+    if spec.startswith(CIFAR_PREFIX):
+        path = spec[len(CIFAR_PREFIX) :]
+        if not path:
+            raise DataError(
+                "cifar10:PATH needs a path (the cifar-10-batches-py folder or its parent)"
+            )
+        return open_cifar10(Path(path).expanduser(), download)
+    root = Path(spec).expanduser()
+    if not root.is_dir():
+        raise DataError(
+            f"data source {spec!r} not found: expected digits, cifar10:PATH or an image folder"
+        )
+    has_train, has_val = (root / "train").is_dir(), (root / "val").is_dir()
+    if has_train and has_val:
+        return open_ilsvrc(root) if is_ilsvrc_train(root / "train") else open_folder_pair(root)
+    if has_train:
+        raise DataError(f"{root} has train/ but no val/ beside it")
+    return open_folder_tree(root, val_fraction, seed)

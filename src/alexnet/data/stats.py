@@ -1,0 +1,167 @@
+"""What preprocessing needs from the training set (§2, §4.1), computed once and cached.
+
+One streaming pass over the training images, each prepared as in §2 (shorter side rescaled to
+image_size, centre square), accumulates (float32 within a batch, float64 across batches)
+- the per-pixel sum: the mean image (3, S, S), subtracted from every image (§2);
+- Σ x xᵀ over every RGB pixel x of every image: the 3×3 RGB covariance, whose eigenvalues and
+  eigenvectors drive PCA lighting (§4.1). Every pixel is used, no sample: the sum costs less
+  than the decoding, so sampling would save nothing;
+- from the same sums, the per-channel std of (pixel - mean image), for standardised inputs.
+Skipped (unreadable) files are left out. The result is cached as `cache_dir/stats-<key>.pt`,
+where the key hashes the data's identity (file paths, sizes and mtimes, or the array bytes) and
+the image size, so a change to either computes afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms.v2 import functional as F
+from tqdm import tqdm
+
+from alexnet.data.dataset import DataError, ImageSource
+from alexnet.data.lighting import rgb_pca
+from alexnet.data.loader import TransformedDataset
+from alexnet.data.transforms import Pipeline, Prepare
+
+log = logging.getLogger("alexnet.data")
+STATS_VERSION = 1  # part of the cache key: change it when the computation changes
+BATCH_SIZE = 32
+MIN_CHANNEL_STD = 1.0  # grey levels: a constant channel must not divide by zero
+
+
+@dataclass
+class DataStats:
+    """Everything preprocessing needs from the training set; saved inside checkpoints."""
+
+    image_size: int
+    mean_image: torch.Tensor  # (3, S, S) float32, 0-255 scale
+    channel_std: torch.Tensor  # (3,) float32, std of (pixel - mean image), 0-255 scale
+    eigenvalues: torch.Tensor  # (3,) float32, descending, of the RGB covariance (0-255 scale)
+    eigenvectors: torch.Tensor  # (3, 3) float32, column i = eigenvector i
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        """Tensors and ints only, safe for torch.load(weights_only=True)."""
+        return {
+            "image_size": self.image_size,
+            "mean_image": self.mean_image,
+            "channel_std": self.channel_std,
+            "eigenvalues": self.eigenvalues,
+            "eigenvectors": self.eigenvectors,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor | int]) -> DataStats:
+        return cls(
+            image_size=int(state["image_size"]),
+            mean_image=state["mean_image"].float(),
+            channel_std=state["channel_std"].float(),
+            eigenvalues=state["eigenvalues"].float(),
+            eigenvectors=state["eigenvectors"].float(),
+        )
+
+
+def stats_cache_key(train: ImageSource, image_size: int) -> str:
+    text = f"stats v{STATS_VERSION}|{train.fingerprint()}|{image_size}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def compute_stats(
+    train: ImageSource,
+    image_size: int,
+    *,
+    cache_dir: Path | None,
+    workers: int = 0,
+    progress: bool = True,
+) -> DataStats:
+    """The DataStats of `train` at `image_size`, from the cache in cache_dir when present.
+
+    workers: loader processes for the pass (0 = this process); progress: a tqdm bar.
+    """
+    cache_file = None
+    if cache_dir is not None:
+        cache_file = Path(cache_dir) / f"stats-{stats_cache_key(train, image_size)}.pt"
+        if cache_file.is_file():
+            log.info("data statistics: read from %s", cache_file)
+            return DataStats.from_state_dict(torch.load(cache_file, weights_only=True))
+    prepared = TransformedDataset(
+        train, Pipeline(image_size, [Prepare(image_size), F.pil_to_tensor])
+    )
+    loader = DataLoader(
+        _Numbered(prepared), batch_size=BATCH_SIZE, num_workers=workers, collate_fn=_collate
+    )
+    pixel_sum = torch.zeros(3, image_size, image_size, dtype=torch.float64)  # (3, S, S)
+    colour_products = torch.zeros(3, 3, dtype=torch.float64)  # Σ x xᵀ over all pixels
+    count = 0
+    with tqdm(total=len(train), desc="data statistics", unit="img", disable=not progress) as bar:
+        for images, skipped in loader:  # images: (B, 3, S, S) uint8
+            for index in skipped:  # already warned where it was read
+                train.mark_unreadable(index, "cannot decode", warn=False)
+            if len(images):
+                pixels = images.float()  # 0-255
+                pixel_sum += pixels.sum(dim=0)  # exact: whole numbers below 2^24
+                flat = pixels.view(len(images), 3, -1)  # (B, 3, S*S)
+                colour_products += torch.bmm(flat, flat.transpose(1, 2)).sum(dim=0)  # (3, 3)
+                count += len(images)
+            bar.update(len(images) + len(skipped))
+    if count == 0:
+        raise DataError(f"{train.name}: no readable training images")
+    stats = _finish(image_size, pixel_sum, colour_products, count)
+    log.info(
+        "data statistics: %d images at %d px, %d skipped", count, image_size, len(train.unreadable)
+    )
+    if cache_file is not None:
+        _save_atomically(stats, cache_file)
+    return stats
+
+
+def _finish(
+    image_size: int, pixel_sum: torch.Tensor, colour_products: torch.Tensor, count: int
+) -> DataStats:
+    mean_image = pixel_sum / count  # (3, S, S)
+    second_moment = colour_products / (count * image_size * image_size)  # (3, 3) E[x xᵀ]
+    colour_mean = mean_image.mean(dim=(1, 2))  # (3,)
+    covariance = second_moment - torch.outer(colour_mean, colour_mean)
+    channel_variance = second_moment.diagonal() - mean_image.square().mean(dim=(1, 2))
+    eigenvalues, eigenvectors = rgb_pca(covariance)
+    return DataStats(
+        image_size=image_size,
+        mean_image=mean_image.float(),
+        channel_std=channel_variance.clamp_min(0).sqrt().clamp_min(MIN_CHANNEL_STD).float(),
+        eigenvalues=eigenvalues,
+        eigenvectors=eigenvectors,
+    )
+
+
+def _save_atomically(stats: DataStats, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    torch.save(stats.state_dict(), temporary)
+    os.replace(temporary, path)
+    log.info("data statistics: cached at %s", path)
+
+
+class _Numbered(Dataset):
+    """(index, item) for each item of a dataset, so skipped items can be reported by index."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        return index, self.dataset[index]
+
+
+def _collate(batch: list) -> tuple[torch.Tensor, list[int]]:
+    """(images (B, 3, S, S) uint8 of the items that loaded, indices of the skipped ones)."""
+    images = [item[0] for _, item in batch if item is not None]
+    skipped = [index for index, item in batch if item is None]
+    return (torch.stack(images) if images else torch.empty(0)), skipped
