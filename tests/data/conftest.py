@@ -100,6 +100,7 @@ def odd_tree(tmp_path: Path) -> Path:
     for i in range(4):
         save_image(root / "plain" / f"p{i}.png", random_pixels(rng, 8, 10))
     odd = root / "odd"
+    odd.mkdir()
     (odd / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg" * 4)
     whole = jpeg_bytes(random_pixels(rng, 64, 64))
     (odd / "truncated.jpg").write_bytes(whole[: len(whole) // 2])

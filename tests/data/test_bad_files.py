@@ -1,0 +1,97 @@
+"""Bad data: nothing crashes, nothing is hidden (data/decode.py, data/dataset.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from data_helpers import BAD_FILES, ODD_FILES
+
+from alexnet.data import DataError, TransformedDataset, compute_stats, make_loader
+from alexnet.data.dataset import FileSource
+from alexnet.data.folder import open_folder_pair, scan_image_folder
+from alexnet.data.transforms import Pipeline, Prepare, to_float
+
+
+@pytest.fixture
+def odd_source(odd_tree: Path, caplog) -> FileSource:
+    caplog.set_level(logging.WARNING, logger="alexnet.data")
+    classes, entries = scan_image_folder(odd_tree)
+    return FileSource(f"image folder {odd_tree}", classes, entries)
+
+
+def warnings_naming(caplog, name: str) -> list[str]:
+    records = caplog.get_records("setup") + caplog.get_records("call")
+    return [record.getMessage() for record in records if name in record.getMessage()]
+
+
+def by_name(source: FileSource) -> dict[str, int]:
+    return {Path(source.path(i)).name: i for i in range(len(source))}
+
+
+def test_only_image_files_are_listed(odd_source: FileSource):
+    assert set(by_name(odd_source)) == {f"p{i}.png" for i in range(4)} | set(BAD_FILES) | set(
+        ODD_FILES
+    )
+
+
+@pytest.mark.parametrize("name", BAD_FILES)
+def test_bad_files_are_skipped_with_a_warning_naming_them(odd_source, caplog, name):
+    index = by_name(odd_source)[name]
+    assert odd_source[index] is None
+    assert odd_source[index] is None  # and again, without a second warning
+    warnings = warnings_naming(caplog, name)
+    assert len(warnings) == 1 and "skipping" in warnings[0]
+
+
+def test_empty_files_are_skipped_at_scan_time(odd_source, caplog):
+    assert list(odd_source.unreadable.values()) == ["empty file (0 bytes)"]
+    assert warnings_naming(caplog, "empty.jpg")
+
+
+def rgb(source: FileSource, name: str) -> np.ndarray:
+    image, _ = source[by_name(source)[name]]
+    assert image.mode == "RGB" and image.size == (10, 8)
+    return np.asarray(image)
+
+
+def test_odd_modes_load_as_three_channel_rgb(odd_source: FileSource):
+    assert (rgb(odd_source, "gray.png") == 77).all()
+    assert (rgb(odd_source, "palette.png") == (10, 20, 30)).all()
+    assert (rgb(odd_source, "gray16.png") == 200).all()  # 51400 / 257
+    assert (rgb(odd_source, "disguised_png.JPEG") == (1, 2, 3)).all()
+    cmyk = rgb(odd_source, "cmyk.jpg").astype(int)  # C=0 M=255 Y=0 K=0 is magenta (lossy JPEG)
+    assert (abs(cmyk - (255, 0, 255)) <= 3).all()
+
+
+def test_alpha_is_composited_on_black(odd_source: FileSource):
+    # (200, 100, 50) at alpha 128: each colour * 128 / 255, rounded
+    assert (rgb(odd_source, "rgba.png") == (100, 50, 25)).all()
+    assert (rgb(odd_source, "palette_transparent.png") == 0).all()  # transparent colour
+
+
+def test_summary_and_loader_count_the_skips(odd_source: FileSource):
+    dataset = TransformedDataset(odd_source, Pipeline(4, [Prepare(4), to_float]))
+    loader = make_loader(dataset, batch_size=5, train=False, workers=0)
+    batches = list(loader)
+    assert sum(skipped for _, _, skipped in batches) == len(BAD_FILES)
+    assert sum(len(images) for images, _, _ in batches) == 4 + len(ODD_FILES)
+    assert odd_source.summary().endswith(
+        f"{4 + len(ODD_FILES) + len(BAD_FILES)} images, 2 classes, {len(BAD_FILES)} skipped"
+    )
+
+
+def test_stats_pass_in_workers_reports_skips_back(odd_source: FileSource):
+    stats = compute_stats(odd_source, 4, cache_dir=None, workers=2, progress=False)
+    assert stats.mean_image.shape == (3, 4, 4)
+    assert len(odd_source.unreadable) == len(BAD_FILES)
+
+
+def test_a_class_of_only_empty_files_is_an_empty_class(tmp_path: Path):
+    (tmp_path / "pair" / "train" / "a").mkdir(parents=True)
+    (tmp_path / "pair" / "train" / "a" / "x.jpg").write_bytes(b"")
+    (tmp_path / "pair" / "val").mkdir()
+    with pytest.raises(DataError, match="has no images \\(only 1 empty files\\)"):
+        open_folder_pair(tmp_path / "pair")
