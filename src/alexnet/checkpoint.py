@@ -1,0 +1,141 @@
+"""Checkpoints: atomic save, safe load, and the RNG states a resumed run needs.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so that loading uses
+`torch.load(weights_only=True)` and never unpickles arbitrary objects. It is written to a
+temporary file in the same folder and renamed over the old one, so a crash or a kill mid-write
+leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import random
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from alexnet.model import AlexNet
+from alexnet.recipe import Recipe
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable, or holds another network; names the file."""
+
+
+def save_atomically(state: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(state, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def link_atomically(source: Path, path: Path) -> None:
+    """Make `path` the same file as `source` (a hard link, else a copy), replacing it atomically.
+
+    `save_atomically` always writes a new file, so a later save of `source` leaves `path` as it is.
+    """
+    temporary = path.with_name(f".{path.name}.link.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:
+        shutil.copyfile(source, temporary)
+    os.replace(temporary, path)
+
+
+def load(path: Path | str) -> dict[str, Any]:
+    """Read a checkpoint file (or the `last.pt` of a run folder) without unpickling objects."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
+        raise CheckpointError(f"{path} is not a readable checkpoint: {first_line}") from None
+    if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
+        raise CheckpointError(f"{path} is not an alexnet checkpoint (no model or recipe in it)")
+    state["path"] = str(path)
+    return state
+
+
+def recipe_of(state: dict[str, Any]) -> Recipe:
+    return Recipe.from_dict(state["recipe"])
+
+
+def ensure_variant(state: dict[str, Any], variant: str) -> None:
+    """Refuse a checkpoint of another variant, naming both."""
+    saved = state["recipe"]["model"]["variant"]
+    if variant != saved:
+        raise CheckpointError(
+            f"{state['path']} holds a {saved!r} AlexNet, not the {variant!r} variant asked for"
+        )
+
+
+def build_model(state: dict[str, Any], recipe: Recipe | None = None) -> AlexNet:
+    """The network a checkpoint was trained as (or as `recipe` says), with its weights loaded."""
+    recipe = recipe or recipe_of(state)
+    ensure_variant(state, recipe.model.variant)
+    model = AlexNet(len(state["classes"]), **dataclasses.asdict(recipe.model))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{state['path']} does not fit this network: {reason}") from None
+    return model
+
+
+def rng_states() -> dict[str, Any]:
+    """Every random generator a training step draws from, as tensors and plain values."""
+    kind, keys, position, has_gauss, cached_gaussian = np.random.get_state()
+    states = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "position": int(position),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    numpy_state = states["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

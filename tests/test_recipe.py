@@ -1,0 +1,91 @@
+"""Recipes: the paper's values as defaults, presets, type-checked overrides, JSON round trip."""
+
+import json
+
+import pytest
+
+from alexnet.recipe import PRESETS, Recipe, RecipeError, apply_overrides, preset
+
+
+def test_paper_preset_holds_the_papers_values():
+    recipe = preset("paper")
+    assert (recipe.data.image_size, recipe.data.crop_size) == (256, 224)  # §2, §4.1
+    assert recipe.data.pca_lighting and recipe.data.flip and recipe.data.lighting_std == 0.1
+    assert recipe.data.input_scale == "raw"
+    assert (recipe.optim.batch_size, recipe.optim.lr) == (128, 0.01)  # §5
+    assert (recipe.optim.momentum, recipe.optim.weight_decay) == (0.9, 0.0005)
+    assert (recipe.schedule.epochs, recipe.schedule.lr_drop, recipe.schedule.max_drops) == (
+        90,
+        10.0,
+        3,
+    )
+    assert recipe.model.variant == "paper" and recipe.model.lrn == "paper"
+    assert recipe.model.dropout == 0.5 and recipe.model.init == "paper"
+
+
+def test_small_data_presets_name_their_departures():
+    for name in ("digits", "cifar10"):
+        recipe = preset(name)
+        assert recipe.model.init == "kaiming" and recipe.data.input_scale == "standardised"
+        assert recipe.data.crop_size >= 63
+    assert preset("digits").data.source == "digits"
+    assert not preset("digits").data.flip
+
+
+def test_presets_are_fresh_copies():
+    preset("paper").optim.lr = 1.0
+    assert preset("paper").optim.lr == 0.01
+
+
+def test_overrides_are_parsed_to_the_fields_type():
+    recipe = apply_overrides(
+        preset("paper"),
+        [
+            "optim.lr=0.02",
+            "optim.batch_size=64",
+            "data.flip=false",
+            "model.lrn=cuda-convnet",
+            "data.source=cifar10:/x",
+            "optim.weight_decay=0",
+        ],
+    )
+    assert recipe.optim.lr == 0.02 and isinstance(recipe.optim.lr, float)
+    assert recipe.optim.batch_size == 64 and recipe.data.flip is False
+    assert recipe.model.lrn == "cuda-convnet" and recipe.data.source == "cifar10:/x"
+    assert recipe.optim.weight_decay == 0.0 and isinstance(recipe.optim.weight_decay, float)
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("optim.momentum_x=1", "unknown recipe key 'optim.momentum_x'"),
+        ("nosuch.lr=1", "unknown recipe key 'nosuch.lr'"),
+        ("optim=1", "unknown recipe key 'optim'"),
+        ("optim.batch_size=12.5", "optim.batch_size='12.5': expected int"),
+        ("optim.lr=fast", "optim.lr='fast': expected float"),
+        ("data.flip=maybe", "data.flip='maybe': expected a boolean"),
+        ("model.variant=vgg", "model.variant='vgg': expected one of 'paper', 'one-tower', 'owt'"),
+        ("optim.lr", "expected section.key=value"),
+    ],
+)
+def test_bad_overrides_name_the_key(assignment, message):
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        apply_overrides(preset("paper"), [assignment])
+
+
+def test_unknown_preset():
+    with pytest.raises(RecipeError, match="unknown recipe 'imagenet'; choose one of: paper"):
+        preset("imagenet")
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_json_round_trip(name):
+    recipe = preset(name)
+    assert Recipe.from_dict(json.loads(recipe.to_json())) == recipe
+
+
+def test_from_dict_type_checks_too():
+    values = preset("paper").to_dict()
+    values["optim"]["batch_size"] = "many"
+    with pytest.raises(RecipeError, match="optim.batch_size"):
+        Recipe.from_dict(values)
