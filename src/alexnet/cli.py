@@ -1,0 +1,326 @@
+"""The command line: `alexnet train`, `alexnet eval`, `alexnet predict`, `alexnet demo`.
+
+Each subcommand parses its arguments and calls the library. Errors a person can cause (a
+missing path, a folder without images, a bad `--set`, an unknown recipe, a checkpoint that is
+corrupt or of another variant) end with one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from alexnet import checkpoint
+from alexnet.data import DataError
+from alexnet.recipe import PRESETS, Recipe, RecipeError, apply_overrides, preset
+from alexnet.train import RunError, TrainingDiverged
+
+log = logging.getLogger("alexnet")
+
+DATA_HELP = (
+    "digits (scikit-learn's 8×8 digits, no download) | cifar10:PATH (the cifar-10-batches-py "
+    "folder) | a folder with train/ and val/ (ILSVRC-2012 as distributed, or image folders) | "
+    "one image-folder tree (a seeded, stratified 10%% is held out for validation)"
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line (exit status 2), without the usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _TqdmHandler(logging.Handler):
+    """Log lines that do not tear through progress bars."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _configure_logging() -> None:
+    if not any(isinstance(h, _TqdmHandler) for h in log.handlers):
+        handler = _TqdmHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", help="cuda, cpu, cuda:1, ... (default: the recipe's, auto)")
+    parser.add_argument("--workers", type=int, help="data-loading processes (-1: one per core)")
+    parser.add_argument("--batch-size", type=int, help="images per batch (paper: 128)")
+
+
+def _recipe_for_training(args: argparse.Namespace) -> Recipe:
+    if args.resume:
+        recipe = checkpoint.recipe_of(checkpoint.load(Path(args.resume) / "last.pt"))
+    else:
+        recipe = preset(args.recipe)
+    apply_overrides(recipe, args.set or [])
+    flags = {
+        "data.source": args.data,
+        "schedule.epochs": args.epochs,
+        "optim.batch_size": args.batch_size,
+        "optim.lr": args.lr,
+        "run.device": args.device,
+        "run.seed": args.seed,
+        "run.workers": args.workers,
+        "run.compile": True if args.compile else None,
+    }
+    apply_overrides(recipe, [f"{key}={value}" for key, value in flags.items() if value is not None])
+    return recipe
+
+
+def _default_run_dir(recipe: Recipe) -> Path:
+    return Path("runs") / f"{recipe.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _train(args: argparse.Namespace) -> int:
+    from alexnet.train import fit
+
+    recipe = _recipe_for_training(args)
+    run_dir = Path(args.resume) if args.resume else Path(args.out or _default_run_dir(recipe))
+    summary = fit(recipe, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    _print_next_steps(run_dir, summary)
+    return 0
+
+
+def _print_next_steps(run_dir: Path, summary: dict) -> None:
+    print(f"best validation top-1 error: {100 * summary['best_val_top1_error']:.2f}%")
+    print(f"run folder: {run_dir}  (recipe.json, metrics.jsonl, best.pt, curves.png, conv1.png)")
+    print(f"evaluate:   alexnet eval {run_dir} --ten-crop")
+    print(f"predict:    alexnet predict {run_dir} IMAGE...")
+
+
+def _checkpoint_path(target: str) -> Path:
+    """A checkpoint file, or the best (else last) checkpoint of a run folder."""
+    path = Path(target)
+    if path.is_dir():
+        best = path / "best.pt"
+        return best if best.exists() else path / "last.pt"
+    return path
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from alexnet.data import DataStats, TransformedDataset, eval_transform, make_loader, open_source
+    from alexnet.evaluate import evaluate
+    from alexnet.train import resolve_device, worker_count
+
+    path = _checkpoint_path(args.target)
+    state = checkpoint.load(path)
+    recipe = checkpoint.recipe_of(state)
+    if args.data:
+        recipe.data.source = args.data
+    splits = open_source(
+        recipe.data.source, val_fraction=recipe.data.val_fraction, seed=recipe.run.seed
+    )
+    if list(splits.classes) != list(state["classes"]):
+        raise DataError(
+            f"{recipe.data.source} has {len(splits.classes)} classes that do not match the "
+            f"{len(state['classes'])} classes {path} was trained on"
+        )
+    device = resolve_device(args.device or recipe.run.device)
+    model = checkpoint.build_model(state).to(device)
+    stats = DataStats.from_state_dict(state["data_stats"])
+    batch_size = args.batch_size or recipe.optim.batch_size
+    views = [("centre crop", False)] + ([("ten crops", True)] if args.ten_crop else [])
+    results = {}
+    for name, ten_crop in views:
+        dataset = TransformedDataset(
+            splits.val, eval_transform(recipe.data, stats, ten_crop=ten_crop)
+        )
+        loader = make_loader(
+            dataset,
+            max(1, batch_size // 10) if ten_crop else batch_size,
+            train=False,
+            workers=worker_count(args.workers if args.workers is not None else recipe.run.workers),
+            seed=recipe.run.seed,
+            device=device,
+        )
+        results[name] = evaluate(
+            model,
+            loader,
+            device,
+            bf16=recipe.run.bf16,
+            progress=not args.no_progress,
+            description=name,
+        )
+    print(f"{path} (epoch {state['epoch']}) on {splits.description}")
+    print(f"{'view':<13}{'top-1 err':>10}{'top-5 err':>11}{'loss':>9}{'images':>8}")
+    for name, result in results.items():
+        print(
+            f"{name:<13}{100 * result['top1_error']:>9.2f}%{100 * result['top5_error']:>10.2f}%"
+            f"{result['loss']:>9.4f}{result['images']:>8}"
+        )
+    report = {
+        "checkpoint": str(path),
+        "epoch": state["epoch"],
+        "data": recipe.data.source,
+        **results,
+    }
+    json_path = Path(args.json) if args.json else path.with_name(f"eval-{path.stem}.json")
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written: {json_path}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from alexnet.data import DataStats, eval_transform
+    from alexnet.data.decode import read_rgb
+    from alexnet.train import resolve_device
+
+    path = _checkpoint_path(args.checkpoint)
+    state = checkpoint.load(path)
+    recipe = checkpoint.recipe_of(state)
+    device = resolve_device(args.device or recipe.run.device)
+    model = checkpoint.build_model(state).to(device).eval()
+    transform = eval_transform(recipe.data, DataStats.from_state_dict(state["data_stats"]))
+    classes = state["classes"]
+    for image_path in args.images:
+        image = read_rgb(image_path)
+        with torch.no_grad():
+            probabilities = model(transform(image)[None].to(device)).softmax(dim=1)[0]
+        top = probabilities.topk(min(args.top, len(classes)))
+        print(image_path)
+        for probability, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            print(f"  {100 * probability:6.2f}%  {classes[index]}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from alexnet.data import open_source
+    from alexnet.train import fit
+
+    recipe = preset("digits")
+    if args.epochs:
+        recipe.schedule.epochs = args.epochs
+    run_dir = Path(args.out or _default_run_dir(recipe))
+    start = time.perf_counter()
+    summary = fit(recipe, run_dir, progress=not args.no_progress)
+    minutes = (time.perf_counter() - start) / 60
+    samples = run_dir / "samples"
+    samples.mkdir(exist_ok=True)
+    held_out = open_source("digits").val
+    sample_paths = []
+    for index in range(4):
+        image, label = held_out[index]
+        sample_paths.append(samples / f"held-out-{index}-label-{label}.png")
+        image.resize((64, 64)).save(sample_paths[-1])
+    print(f"\ndemo: trained the 'digits' recipe in {minutes:.1f} min")
+    print(f"held-out test top-1 error: {100 * summary['best_val_top1_error']:.2f}%")
+    _print_next_steps(run_dir, summary)
+    print(f"e.g.        alexnet predict {run_dir} {' '.join(map(str, sample_paths[:2]))}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="alexnet",
+        description="AlexNet (Krizhevsky, Sutskever, Hinton, 2012): train, evaluate and predict "
+        "with the paper's recipe.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser(
+        "train",
+        help="train a network from a recipe",
+        description="Train AlexNet with a named recipe (paper, digits, cifar10), writing a run "
+        "folder: recipe.json, metrics.jsonl, last.pt, best.pt, curves.png, conv1.png, train.log. "
+        "A flag overrides the recipe; --set overrides any recipe field.",
+    )
+    train.add_argument(
+        "--recipe", default="digits", help=f"preset: {', '.join(PRESETS)} (default: digits)"
+    )
+    train.add_argument("--data", help=f"the data: {DATA_HELP} (default: the recipe's)")
+    train.add_argument("--out", help="run folder (default: runs/RECIPE-DATE-TIME)")
+    train.add_argument("--epochs", type=int, help="epochs to train (paper: 90)")
+    train.add_argument("--lr", type=float, help="initial learning rate ε (paper: 0.01)")
+    train.add_argument(
+        "--seed", type=int, help="seed for the model, split, batches and augmentation"
+    )
+    train.add_argument("--compile", action="store_true", help="torch.compile the network")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
+    train.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override a recipe field, e.g. --set optim.lr=0.02 --set model.lrn=cuda-convnet "
+        "(repeatable; sections: model, data, optim, schedule, run)",
+    )
+    _add_run_flags(train)
+    train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.set_defaults(handler=_train)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="top-1/top-5 error of a checkpoint, centre crop and ten crops",
+        description="Evaluate a checkpoint on its validation data (or --data): top-1 and top-5 "
+        "error on the centre crop and, with --ten-crop, averaged over ten crops (§4.1). "
+        "Prints a table and writes it as JSON.",
+    )
+    evaluate.add_argument(
+        "target", metavar="RUN_DIR_OR_CHECKPOINT", help="a run folder uses its best.pt"
+    )
+    evaluate.add_argument("--data", help=f"evaluate on other data: {DATA_HELP}")
+    evaluate.add_argument("--ten-crop", action="store_true", help="also average ten crops (§4.1)")
+    evaluate.add_argument(
+        "--json", help="where to write the results (default: eval-CHECKPOINT.json beside it)"
+    )
+    _add_run_flags(evaluate)
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
+    evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser(
+        "predict",
+        help="top-5 classes of images",
+        description="Print the most probable classes, with probabilities, for each image "
+        "(Figure 4, left).",
+    )
+    predict.add_argument(
+        "checkpoint", metavar="CHECKPOINT", help="a checkpoint, or a run folder (its best.pt)"
+    )
+    predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
+    predict.add_argument("--top", type=int, default=5, help="how many classes to show (default: 5)")
+    predict.add_argument("--device", help="cuda, cpu, ... (default: auto)")
+    predict.set_defaults(handler=_predict)
+
+    demo = commands.add_parser(
+        "demo",
+        help="train the digits recipe and show how to evaluate and predict",
+        description="Train the 'digits' recipe (scikit-learn's digits, no download) in minutes "
+        "on a CPU, then print the held-out error and the commands to evaluate and predict.",
+    )
+    demo.add_argument("--out", help="run folder (default: runs/digits-DATE-TIME)")
+    demo.add_argument("--epochs", type=int, help="epochs (default: the recipe's)")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    try:
+        return args.handler(args)
+    except (RecipeError, DataError, checkpoint.CheckpointError, RunError) as error:
+        print(f"alexnet: error: {error}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as error:
+        print(f"alexnet: training stopped: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("alexnet: interrupted; the run folder keeps every finished epoch", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The command line: train, eval reproducing the recorded figures, predict, and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from alexnet.cli import main
+from tests.conftest import COLOURS, write_image
+
+TINY = [
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--workers",
+    "0",
+    "--no-progress",
+    "--set",
+    "data.val_fraction=0.25",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, colour_tree):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    assert (
+        main(["train", "--recipe", "digits", "--data", str(colour_tree), "--out", str(run), *TINY])
+        == 0
+    )
+    return run
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("alexnet")
+    return err[0]
+
+
+def test_train_prints_where_the_run_is(trained_run, capsys):
+    assert (trained_run / "best.pt").exists()
+
+
+def test_eval_reproduces_the_recorded_validation_figures(trained_run, capsys):
+    records = [
+        json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()
+    ]
+    best = min(records, key=lambda r: r["val_top1_error"])
+    assert main(["eval", str(trained_run), "--workers", "0", "--no-progress", "--ten-crop"]) == 0
+    out = capsys.readouterr().out
+    assert "centre crop" in out and "ten crops" in out
+    report = json.loads((trained_run / "eval-best.json").read_text())
+    centre = report["centre crop"]
+    assert centre["top1_error"] == best["val_top1_error"]
+    assert centre["top5_error"] == best["val_top5_error"]
+    assert centre["loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+    assert 0 <= report["ten crops"]["top1_error"] <= 1
+    assert report["ten crops"]["images"] == centre["images"]
+
+
+def test_predict_prints_top_classes_with_probabilities(trained_run, tmp_path, capsys):
+    image = tmp_path / "query.png"
+    write_image(image, COLOURS["green"], size=(30, 24), seed=7)
+    assert main(["predict", str(trained_run / "best.pt"), str(image)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0] == str(image)
+    rows = [line.split() for line in lines[1:]]
+    assert len(rows) == 3  # top-5 capped at the three classes
+    probabilities = [float(row[0].rstrip("%")) for row in rows]
+    assert probabilities == sorted(probabilities, reverse=True)
+    assert sum(probabilities) == pytest.approx(100, abs=0.05)
+    assert {row[1] for row in rows} == {"blue", "green", "red"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--data", "/no/such/folder"], "/no/such/folder"),
+        (["train", "--recipe", "imagenet"], "unknown recipe 'imagenet'"),
+        (["train", "--set", "optim.learning_rate=0.1"], "unknown recipe key 'optim.learning_rate'"),
+        (["train", "--set", "optim.lr=fast"], "optim.lr='fast': expected float"),
+        (["eval", "/no/such/run"], "no checkpoint at /no/such/run"),
+    ],
+)
+def test_errors_are_one_line_with_status_2(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_usage_errors_are_one_line_too(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--epochs", "many"])
+    assert exit_info.value.code == 2
+    assert "invalid int value: 'many'" in one_error_line(capsys)
+
+
+def test_folder_without_images(tmp_path, capsys):
+    (tmp_path / "empty" / "cats").mkdir(parents=True)
+    (tmp_path / "empty" / "cats" / "notes.txt").write_text("no images here")
+    assert main(["train", "--data", str(tmp_path / "empty"), "--out", str(tmp_path / "run")]) == 2
+    one_error_line(capsys)
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_corrupt_checkpoint(tmp_path, capsys):
+    (tmp_path / "best.pt").write_bytes(b"\x00garbage")
+    assert main(["eval", str(tmp_path / "best.pt")]) == 2
+    assert "is not a readable checkpoint" in one_error_line(capsys)
+
+
+def test_checkpoint_of_another_variant_loses_nothing(trained_run, capsys):
+    before = {
+        p.name: p.read_bytes() for p in trained_run.iterdir() if p.suffix in (".pt", ".jsonl")
+    }
+    argv = ["train", "--resume", str(trained_run), "--epochs", "3", "--set", "model.variant=owt"]
+    assert main(argv) == 2
+    assert "holds a 'paper' AlexNet, not the 'owt' variant" in one_error_line(capsys)
+    after = {p.name: p.read_bytes() for p in trained_run.iterdir() if p.suffix in (".pt", ".jsonl")}
+    assert after == before
+
+
+def test_the_installed_command_has_no_traceback(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    result = subprocess.run(
+        [sys.executable, "-m", "alexnet.cli", "train", "--data", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "demo"])
+def test_every_command_explains_itself(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert len(capsys.readouterr().out) > 200

@@ -1,0 +1,111 @@
+"""Training end to end on tiny data: run folder, resume equality, the paper preset at full size."""
+
+import json
+
+import pytest
+import torch
+
+from alexnet import checkpoint
+from alexnet.recipe import apply_overrides, preset
+from alexnet.train import RunError, fit
+
+RUN_FILES = {
+    "recipe.json",
+    "metrics.jsonl",
+    "last.pt",
+    "best.pt",
+    "curves.png",
+    "conv1.png",
+    "train.log",
+}
+METRIC_KEYS = {
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_top1_error",
+    "val_loss",
+    "val_top1_error",
+    "val_top5_error",
+    "images_per_s",
+    "seconds",
+    "skipped",
+}
+
+
+def tiny_recipe(source, epochs=2):
+    recipe = preset("digits")
+    return apply_overrides(
+        recipe,
+        [
+            f"data.source={source}",
+            f"schedule.epochs={epochs}",
+            "optim.batch_size=8",
+            "run.workers=0",
+            "data.val_fraction=0.25",
+        ],
+    )
+
+
+def test_fit_writes_the_run_folder(tmp_path, colour_tree):
+    recipe = tiny_recipe(colour_tree)
+    summary = fit(recipe, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert RUN_FILES <= {p.name for p in run.iterdir()}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(set(r) == METRIC_KEYS for r in records)
+    assert records[0]["lr"] == 0.01
+    assert json.loads((run / "recipe.json").read_text()) == recipe.to_dict()
+    best = checkpoint.load(run / "best.pt")
+    assert best["val"]["top1_error"] == min(r["val_top1_error"] for r in records)
+    assert best["recipe"] == recipe.to_dict()
+    assert best["classes"] == ["blue", "green", "red"]
+    assert summary["best_val_top1_error"] == best["val"]["top1_error"]
+    assert "epoch 2/2" in (run / "train.log").read_text()
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path, colour_tree):
+    run = tmp_path / "run"
+    fit(tiny_recipe(colour_tree, epochs=1), run, progress=False)
+    before = (run / "last.pt").read_bytes()
+    with pytest.raises(RunError, match="already holds a run"):
+        fit(tiny_recipe(colour_tree, epochs=1), run, progress=False)
+    assert (run / "last.pt").read_bytes() == before
+
+
+def test_resume_gives_the_same_weights_as_one_run(tmp_path, colour_tree):
+    straight, stopped = tmp_path / "straight", tmp_path / "stopped"
+    fit(tiny_recipe(colour_tree, epochs=2), straight, progress=False)
+    fit(tiny_recipe(colour_tree, epochs=1), stopped, progress=False)
+    resumed_recipe = checkpoint.recipe_of(checkpoint.load(stopped))
+    resumed_recipe.schedule.epochs = 2
+    fit(resumed_recipe, stopped, resume=True, progress=False)
+    a, b = checkpoint.load(straight), checkpoint.load(stopped)
+    assert a["epoch"] == b["epoch"] == 2
+    for name, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][name]), name
+    for path in (straight, stopped):
+        assert len((path / "metrics.jsonl").read_text().splitlines()) == 2
+    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+
+
+def test_resuming_a_finished_run_says_so(tmp_path, colour_tree):
+    run = tmp_path / "run"
+    fit(tiny_recipe(colour_tree, epochs=1), run, progress=False)
+    with pytest.raises(RunError, match="trained all 1 epochs; ask for more with --epochs"):
+        fit(tiny_recipe(colour_tree, epochs=1), run, resume=True, progress=False)
+
+
+def test_paper_preset_one_epoch_at_full_size(tmp_path, ilsvrc_tree):
+    recipe = apply_overrides(
+        preset("paper"),
+        [f"data.source={ilsvrc_tree}", "schedule.epochs=1", "optim.batch_size=4", "run.workers=0"],
+    )
+    fit(recipe, tmp_path / "run", progress=False)
+    state = checkpoint.load(tmp_path / "run" / "last.pt")
+    assert state["data_stats"]["mean_image"].shape == (3, 256, 256)
+    assert state["model"]["features.0.weight"].shape == (96, 3, 11, 11)
+    assert state["model"]["features.4.weight"].shape == (256, 48, 5, 5)  # two towers
+    assert len(state["classes"]) == 2
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
+    assert record["epoch"] == 1 and record["images_per_s"] > 0
