@@ -28,6 +28,7 @@ demo: install
 bench: install
 	$(BIN)/python bench/bench_model.py
 	$(BIN)/python bench/bench_pipeline.py
+	$(BIN)/python bench/bench_train.py
 
 clean:
 	rm -rf $(VENV) runs

@@ -111,7 +111,7 @@ def _checkpoint_path(target: str) -> Path:
 def _evaluate(args: argparse.Namespace) -> int:
     from alexnet.data import DataStats, TransformedDataset, eval_transform, make_loader, open_source
     from alexnet.evaluate import evaluate
-    from alexnet.train import resolve_device, worker_count
+    from alexnet.train import resolve_device
 
     path = _checkpoint_path(args.target)
     state = checkpoint.load(path)
@@ -140,7 +140,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             dataset,
             max(1, batch_size // 10) if ten_crop else batch_size,
             train=False,
-            workers=worker_count(args.workers if args.workers is not None else recipe.run.workers),
+            workers=recipe.run.workers if args.workers is None else args.workers,
             seed=recipe.run.seed,
             device=device,
         )

@@ -35,6 +35,7 @@ from alexnet.data import (
     open_source,
     train_transform,
 )
+from alexnet.data.loader import default_workers
 from alexnet.evaluate import autocast_for, evaluate
 from alexnet.figures import plot_conv1, plot_curves
 from alexnet.model import AlexNet
@@ -60,11 +61,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RunError(f"device {name!r} asked for, but this machine has no CUDA device")
     return device
-
-
-def worker_count(requested: int) -> int:
-    """-1 means one loading process per CPU core, at most 8."""
-    return min(os.cpu_count() or 1, 8) if requested < 0 else requested
 
 
 def seed_everything(seed: int) -> None:
@@ -193,7 +189,7 @@ def _fit(recipe: Recipe, run_dir: Path, saved: dict | None, progress: bool) -> d
     device = resolve_device(recipe.run.device)
     on_cuda = device.type == "cuda"
     bf16, channels_last = recipe.run.bf16 and on_cuda, recipe.run.channels_last and on_cuda
-    workers = worker_count(recipe.run.workers)
+    workers = default_workers() if recipe.run.workers < 0 else recipe.run.workers
     splits = open_source(
         recipe.data.source, val_fraction=recipe.data.val_fraction, seed=recipe.run.seed
     )
@@ -254,11 +250,12 @@ def _fit(recipe: Recipe, run_dir: Path, saved: dict | None, progress: bool) -> d
         len(val_set),
     )
 
+    # Each pass over a loader is the next epoch, seeded from (seed, epoch): see data/loader.py.
+    loader_options = dict(workers=workers, seed=recipe.run.seed, device=device, epoch=start_epoch)
+    train_loader = make_loader(train_set, recipe.optim.batch_size, train=True, **loader_options)
+    val_loader = make_loader(val_set, recipe.optim.batch_size, train=False, **loader_options)
     for epoch in range(start_epoch, recipe.schedule.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
-        loader_options = dict(workers=workers, seed=recipe.run.seed, device=device, epoch=epoch)
-        train_loader = make_loader(train_set, recipe.optim.batch_size, train=True, **loader_options)
-        val_loader = make_loader(val_set, recipe.optim.batch_size, train=False, **loader_options)
         trained = train_one_epoch(
             step_model,
             optimizer,
