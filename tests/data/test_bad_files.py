@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from data_helpers import BAD_FILES, ODD_FILES
+from PIL import Image
 
 from alexnet.data import DataError, TransformedDataset, compute_stats, make_loader
 from alexnet.data.dataset import FileSource
+from alexnet.data.decode import read_rgb
 from alexnet.data.folder import open_folder_pair, scan_image_folder
 from alexnet.data.transforms import Pipeline, Prepare, to_float
 
@@ -95,3 +97,16 @@ def test_a_class_of_only_empty_files_is_an_empty_class(tmp_path: Path):
     (tmp_path / "pair" / "val").mkdir()
     with pytest.raises(DataError, match="has no images \\(only 1 empty files\\)"):
         open_folder_pair(tmp_path / "pair")
+
+
+def test_big_jpegs_may_decode_at_reduced_size(tmp_path: Path):
+    pixels = np.zeros((60, 80, 3), np.uint8)
+    pixels[:, :, 0] = np.linspace(0, 255, 80, dtype=np.uint8)  # a smooth red ramp
+    path = tmp_path / "big.jpg"
+    Image.fromarray(pixels).save(path, quality=95)
+    assert read_rgb(path).size == (80, 60)
+    assert read_rgb(path, min_size=16).size == (40, 30)  # 1/2: both sides stay >= 16
+    assert read_rgb(path, min_size=40).size == (80, 60)  # 1/2 would make 30 < 40
+    reduced = Prepare(16)(read_rgb(path, min_size=16)).float()
+    full = Prepare(16)(read_rgb(path)).float()
+    assert (reduced - full).abs().mean() < 2  # grey levels

@@ -20,7 +20,7 @@ def numpy_stats(source, size: int) -> dict[str, np.ndarray]:
     for index in range(len(source)):
         item = source[index]
         if item is not None:
-            images.append(np.asarray(Prepare(size)(item[0]), dtype=np.float64))
+            images.append(Prepare(size)(item[0]).numpy().transpose(1, 2, 0).astype(np.float64))
     stack = np.stack(images)  # (N, S, S, 3)
     mean_image = stack.mean(axis=0)  # (S, S, 3)
     pixels = stack.reshape(-1, 3)
@@ -105,3 +105,13 @@ def test_array_sources_are_keyed_by_their_bytes():
     assert ArraySource("y", ["a"], images, [0, 0]).fingerprint() == same
     images[1, 2, 2, 1] = 1
     assert ArraySource("x", ["a"], images, [0, 0]).fingerprint() != same
+
+
+def test_an_unreadable_cache_file_is_computed_again(tmp_path: Path):
+    train = ArraySource("x", ["a"], np.full((2, 4, 4, 3), 9, np.uint8), [0, 0])
+    compute_stats(train, 4, cache_dir=tmp_path, progress=False)
+    (cache_file,) = tmp_path.glob("stats-*.pt")
+    cache_file.write_bytes(b"half a file")
+    stats = compute_stats(train, 4, cache_dir=tmp_path, progress=False)
+    assert torch.equal(stats.mean_image, torch.full((3, 4, 4), 9.0))
+    assert DataStats.from_state_dict(torch.load(cache_file, weights_only=True)).image_size == 4

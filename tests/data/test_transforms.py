@@ -24,7 +24,7 @@ def test_prepare_rescales_the_short_side_and_keeps_the_centre(height, width, alo
     # Halving a linear ramp with a bilinear (triangle) filter: output pixel j sits at input
     # position 2j + 0.5, value 10 * (2j + 0.5) = 20j + 5, exact away from the borders.
     # 6x12 -> 3x6; the centre 3 columns of 6 start at round(1.5) = 2: values 45, 65, 85.
-    prepared = np.asarray(Prepare(3)(ramp(height, width, along)))[:, :, 0]
+    prepared = Prepare(3)(ramp(height, width, along))[0].numpy()
     expected = np.array([45, 65, 85])
     assert prepared.shape == (3, 3)
     if along == "x":
@@ -35,19 +35,21 @@ def test_prepare_rescales_the_short_side_and_keeps_the_centre(height, width, alo
 
 def test_prepare_only_crops_when_the_short_side_already_fits():
     pixels = np.random.default_rng(0).integers(0, 256, (5, 9, 3), dtype=np.uint8)
-    prepared = np.asarray(Prepare(5)(Image.fromarray(pixels)))
-    np.testing.assert_array_equal(prepared, pixels[:, 2:7])  # (9 - 5) / 2 = 2 columns off
+    prepared = Prepare(5)(Image.fromarray(pixels))  # (3, 5, 5) uint8
+    np.testing.assert_array_equal(
+        prepared.numpy().transpose(1, 2, 0), pixels[:, 2:7]
+    )  # (9 - 5) / 2 = 2 columns off
 
 
 def test_prepare_upsamples_small_images():
-    assert Prepare(72)(Image.new("RGB", (8, 8))).size == (72, 72)
+    assert Prepare(72)(Image.new("RGB", (8, 8))).shape == (3, 72, 72)
 
 
-def test_to_float_keeps_0_255_values_channels_first():
-    pixels = np.random.default_rng(1).integers(0, 256, (4, 5, 3), dtype=np.uint8)
-    tensor = to_float(Image.fromarray(pixels))
-    assert tensor.dtype == torch.float32 and tensor.shape == (3, 4, 5)
-    np.testing.assert_array_equal(tensor.numpy(), pixels.transpose(2, 0, 1))
+def test_to_float_keeps_0_255_values():
+    pixels = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (4, 5, 3), dtype=np.uint8))
+    tensor = to_float(pixels.permute(2, 0, 1))  # a channels-last view, as Prepare returns
+    assert tensor.dtype == torch.float32 and tensor.shape == (3, 4, 5) and tensor.is_contiguous()
+    np.testing.assert_array_equal(tensor.numpy(), pixels.permute(2, 0, 1).numpy())
 
 
 def test_ten_crop_positions_and_mirrors():
@@ -160,7 +162,8 @@ def test_train_transform_adds_one_lighting_shift_per_image():
     recipe = DataRecipe(image_size=6, crop_size=6, flip=False, pca_lighting=True)
     image = gradient_image(6)
     torch.manual_seed(0)
-    shift = train_transform(recipe, stats_for(6))(image) - to_float(image)  # (3, 6, 6)
+    original = torch.from_numpy(np.array(image)).permute(2, 0, 1).float()
+    shift = train_transform(recipe, stats_for(6))(image) - original  # (3, 6, 6)
     per_channel = shift.flatten(1)
     assert torch.allclose(per_channel, per_channel[:, :1].expand_as(per_channel), atol=1e-4)
     assert per_channel.abs().max() > 0

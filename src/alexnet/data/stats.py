@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms.v2 import functional as F
 from tqdm import tqdm
 
 from alexnet.data.dataset import DataError, ImageSource
@@ -88,11 +88,15 @@ def compute_stats(
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"stats-{stats_cache_key(train, image_size)}.pt"
         if cache_file.is_file():
-            log.info("data statistics: read from %s", cache_file)
-            return DataStats.from_state_dict(torch.load(cache_file, weights_only=True))
-    prepared = TransformedDataset(
-        train, Pipeline(image_size, [Prepare(image_size), F.pil_to_tensor])
-    )
+            try:
+                state = torch.load(cache_file, weights_only=True)
+                log.info("data statistics: read from %s", cache_file)
+                return DataStats.from_state_dict(state)
+            except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError) as error:
+                log.warning(
+                    "data statistics: cannot read %s (%s); computing again", cache_file, error
+                )
+    prepared = TransformedDataset(train, Pipeline(image_size, [Prepare(image_size)]))
     loader = DataLoader(
         _Numbered(prepared), batch_size=BATCH_SIZE, num_workers=workers, collate_fn=_collate
     )

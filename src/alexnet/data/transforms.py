@@ -2,8 +2,8 @@
 
 One named step each, in this order:
 1. `Prepare` (§2): rescale the shorter side to image_size (bilinear, antialiased), keep the
-   central image_size square.
-2. `to_float` : (3, S, S) float32, values 0-255.
+   central image_size square: (3, S, S) uint8.
+2. `to_float`: float32, values 0-255.
 3. `SubtractMean` (§2): minus the training set's mean image.
 4. training (§4.1): a random crop_size crop and a horizontal flip with probability 1/2
    (torchvision's RandomCrop and RandomHorizontalFlip), then `PCALighting` (lighting.py);
@@ -34,24 +34,30 @@ if TYPE_CHECKING:
 
 
 class Prepare:
-    """§2: the shorter side rescaled to image_size, then the central square (PIL -> PIL)."""
+    """§2: PIL RGB image -> (3, S, S) uint8 tensor, S = image_size: the shorter side rescaled to
+    S (bilinear, antialiased), then the central S×S square.
+
+    The resize runs on the uint8 tensor in channels-last layout, torchvision's fastest path
+    (several times faster than Pillow's resize; the two differ by at most one grey level).
+    """
 
     def __init__(self, image_size: int):
         self.image_size = image_size
 
-    def __call__(self, image: Image.Image) -> Image.Image:
-        image = F.resize(
-            image, [self.image_size], interpolation=v2.InterpolationMode.BILINEAR, antialias=True
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        pixels = F.pil_to_tensor(image).unsqueeze(0)  # (1, 3, H, W), channels-last strides
+        pixels = F.resize(
+            pixels, [self.image_size], interpolation=v2.InterpolationMode.BILINEAR, antialias=True
         )
-        return F.center_crop(image, [self.image_size, self.image_size])
+        return F.center_crop(pixels, [self.image_size, self.image_size])[0]  # (3, S, S)
 
     def __repr__(self) -> str:
         return f"Prepare(image_size={self.image_size})"
 
 
-def to_float(image: Image.Image) -> torch.Tensor:
-    """An RGB image as a (3, H, W) float32 tensor, values 0-255."""
-    return F.pil_to_tensor(image).float()
+def to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """(3, H, W) uint8 -> contiguous float32, values 0-255."""
+    return pixels.to(torch.float32, memory_format=torch.contiguous_format)
 
 
 class SubtractMean:
