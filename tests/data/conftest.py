@@ -14,6 +14,7 @@ from data_helpers import (
     WNIDS,
     cifar_batch,
     jpeg_bytes,
+    png_rgb16_bytes,
     random_pixels,
     save_image,
     write_flat_val,
@@ -113,6 +114,7 @@ def odd_tree(tmp_path: Path) -> Path:
     palette.save(odd / "palette_transparent.png", transparency=1)
     save_image(odd / "rgba.png", np.full((8, 10, 4), (200, 100, 50, 128), np.uint8))
     Image.fromarray(np.full((8, 10), 51400, np.uint16)).save(odd / "gray16.png")
+    (odd / "rgb16.png").write_bytes(png_rgb16_bytes(np.full((8, 10, 3), (51400, 25700, 771))))
     save_image(odd / "disguised_png.JPEG", np.full((8, 10, 3), (1, 2, 3), np.uint8), format="PNG")
     (odd / "notes.txt").write_text("not an image")
     (odd / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")

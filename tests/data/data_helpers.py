@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +84,26 @@ def jpeg_bytes(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def png_rgb16_bytes(pixels: np.ndarray) -> bytes:
+    """A 16-bit-per-channel RGB PNG (Pillow cannot write one), pixels (H, W, 3) uint16."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    height, width, _ = pixels.shape
+    big_endian = pixels.astype(">u2")
+    rows = b"".join(b"\0" + big_endian[y].tobytes() for y in range(height))  # filter 0 per row
+    header = struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)  # 16 bits, colour type RGB
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
 BAD_FILES = ["corrupt.jpg", "truncated.jpg", "empty.jpg"]
 ODD_FILES = [
     "cmyk.jpg",
@@ -90,5 +112,6 @@ ODD_FILES = [
     "palette_transparent.png",
     "rgba.png",
     "gray16.png",
+    "rgb16.png",
     "disguised_png.JPEG",
 ]

@@ -63,6 +63,7 @@ def test_odd_modes_load_as_three_channel_rgb(odd_source: FileSource):
     assert (rgb(odd_source, "gray.png") == 77).all()
     assert (rgb(odd_source, "palette.png") == (10, 20, 30)).all()
     assert (rgb(odd_source, "gray16.png") == 200).all()  # 51400 / 257
+    assert (rgb(odd_source, "rgb16.png") == (200, 100, 3)).all()  # the high bytes
     assert (rgb(odd_source, "disguised_png.JPEG") == (1, 2, 3)).all()
     cmyk = rgb(odd_source, "cmyk.jpg").astype(int)  # C=0 M=255 Y=0 K=0 is magenta (lossy JPEG)
     assert (abs(cmyk - (255, 0, 255)) <= 3).all()

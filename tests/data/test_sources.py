@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -93,6 +94,12 @@ def test_ilsvrc_val_in_wnid_folders(ilsvrc_folders: Path):
 def test_ilsvrc_devkit_without_meta_mat_says_so(ilsvrc_devkit: Path):
     (ilsvrc_devkit / "ILSVRC2012_devkit_t12" / "data" / "meta.mat").unlink()
     with pytest.raises(DataError, match="meta.mat"):
+        open_source(str(ilsvrc_devkit))
+
+
+def test_ilsvrc_devkit_without_scipy_says_what_to_use(ilsvrc_devkit: Path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "scipy.io", None)  # as if scipy were not installed
+    with pytest.raises(DataError, match="scipy .*use LOC_val_solution.csv or .*wnid folders"):
         open_source(str(ilsvrc_devkit))
 
 

@@ -6,7 +6,8 @@ Owns the rules for unusual files, so every source treats them the same way:
 - alpha (RGBA, LA, PA, a palette with a transparent colour) is composited on black: each colour
   is multiplied by alpha/255 (rounded), so a fully transparent pixel becomes black;
 - 16-bit grayscale (Pillow modes I;16*, and I) is scaled to 8 bits, value/257 rounded (Pillow's
-  own conversion would clip everything above 255 to white);
+  own conversion would clip everything above 255 to white); 16-bit colour PNGs open as 8-bit
+  RGB(A) in Pillow, which keeps each value's high byte;
 - a file Pillow cannot decode raises here; the sources turn that into a skip with a warning.
 """
 
