@@ -26,7 +26,7 @@ from alexnet.data.transforms import Pipeline
 
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed hashed from integers such as (seed, epoch, index)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    digest = hashlib.blake2b(repr([int(part) for part in parts]).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
 
