@@ -13,7 +13,6 @@ import os
 import pickle
 import random
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -21,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from alexnet.files import write_atomically
 from alexnet.model import AlexNet
-from alexnet.recipe import Recipe
+from alexnet.recipe import Recipe, RecipeError
 
 
 class CheckpointError(ValueError):
@@ -31,17 +31,7 @@ class CheckpointError(ValueError):
 
 def save_atomically(state: dict[str, Any], path: Path) -> None:
     """torch.save to a temporary file beside `path`, then rename it over `path`."""
-    path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save(state, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda file: torch.save(state, file))
 
 
 def link_atomically(source: Path, path: Path) -> None:
@@ -58,11 +48,18 @@ def link_atomically(source: Path, path: Path) -> None:
     os.replace(temporary, path)
 
 
-def load(path: Path | str) -> dict[str, Any]:
-    """Read a checkpoint file (or the `last.pt` of a run folder) without unpickling objects."""
+REQUIRED_KEYS = ("model", "recipe", "classes", "epoch", "data_stats")
+
+
+def load(path: Path | str, *, prefer: str = "last.pt") -> dict[str, Any]:
+    """Read a checkpoint file without unpickling objects; `state["path"]` says which file.
+
+    A run folder means its `prefer` checkpoint (`last.pt` to resume, `best.pt` to evaluate),
+    or `last.pt` when that one is missing.
+    """
     path = Path(path)
     if path.is_dir():
-        path = path / "last.pt"
+        path = path / prefer if (path / prefer).is_file() else path / "last.pt"
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
@@ -72,9 +69,14 @@ def load(path: Path | str) -> dict[str, Any]:
             str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         )
         raise CheckpointError(f"{path} is not a readable checkpoint: {first_line}") from None
-    if not isinstance(state, dict) or "model" not in state or "recipe" not in state:
-        raise CheckpointError(f"{path} is not an alexnet checkpoint (no model or recipe in it)")
+    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not an alexnet checkpoint (no {', '.join(missing)})")
     state["path"] = str(path)
+    try:
+        recipe_of(state)
+    except (RecipeError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{path} holds a recipe this version cannot read: {error}") from None
     return state
 
 

@@ -1,4 +1,4 @@
-"""Figures drawn from what a run has written: learning curves and the conv1 kernels (Figure 3).
+"""Figures drawn from what a run has written: learning curves, the conv1 kernels (§6.1, Figure 3).
 
 The only module that imports matplotlib. Each figure is written to a temporary file and renamed,
 so a reader never sees half a PNG.
@@ -6,7 +6,6 @@ so a reader never sees half a PNG.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,13 +15,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from alexnet.files import write_atomically  # noqa: E402
+
 
 def _save(figure: plt.Figure, path: Path) -> None:
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(temporary, dpi=110, bbox_inches="tight")
+    write_atomically(
+        path, lambda file: figure.savefig(file, format="png", dpi=110, bbox_inches="tight")
+    )
     plt.close(figure)
-    os.replace(temporary, path)
 
 
 def plot_curves(records: Sequence[dict], path: Path) -> None:

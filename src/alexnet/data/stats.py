@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from alexnet.data.dataset import DataError, ImageSource
 from alexnet.data.lighting import rgb_pca
 from alexnet.data.loader import TransformedDataset
 from alexnet.data.transforms import Pipeline, Prepare
+from alexnet.files import write_atomically
 
 log = logging.getLogger("alexnet.data")
 STATS_VERSION = 1  # part of the cache key: change it when the computation changes
@@ -144,10 +144,7 @@ def _finish(
 
 
 def _save_atomically(stats: DataStats, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(stats.state_dict(), temporary)
-    os.replace(temporary, path)
+    write_atomically(path, lambda file: torch.save(stats.state_dict(), file))
     log.info("data statistics: cached at %s", path)
 
 
