@@ -15,7 +15,13 @@ def minimal_state(variant="paper", classes=("a", "b", "c")):
     recipe = preset("paper")
     recipe.model.variant = variant
     model = AlexNet(len(classes), variant=variant)
-    return {"model": model.state_dict(), "recipe": recipe.to_dict(), "classes": list(classes)}
+    return {
+        "model": model.state_dict(),
+        "recipe": recipe.to_dict(),
+        "classes": list(classes),
+        "epoch": 1,
+        "data_stats": {},
+    }
 
 
 def test_round_trip_rebuilds_the_same_network(tmp_path):
@@ -30,16 +36,31 @@ def test_round_trip_rebuilds_the_same_network(tmp_path):
 
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
     path = tmp_path / "last.pt"
-    checkpoint.save_atomically({"model": {}, "recipe": {}, "marker": 1}, path)
+    checkpoint.save_atomically({**minimal_state(), "marker": 1}, path)
 
     class Unpicklable:
         def __reduce__(self):
             raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        checkpoint.save_atomically({"model": {}, "recipe": {}, "bad": Unpicklable()}, path)
+        checkpoint.save_atomically({**minimal_state(), "bad": Unpicklable()}, path)
     assert checkpoint.load(path)["marker"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_a_dict_without_the_checkpoint_keys_is_refused(tmp_path):
+    torch.save({"model": {}, "recipe": {}}, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="not an alexnet checkpoint .no classes, epoch"):
+        checkpoint.load(tmp_path / "x.pt")
+
+
+def test_a_run_folder_means_best_or_last(tmp_path):
+    checkpoint.save_atomically({**minimal_state(), "epoch": 2}, tmp_path / "last.pt")
+    assert checkpoint.load(tmp_path, prefer="best.pt")["path"].endswith("last.pt")
+    checkpoint.link_atomically(tmp_path / "last.pt", tmp_path / "best.pt")
+    checkpoint.save_atomically({**minimal_state(), "epoch": 3}, tmp_path / "last.pt")
+    assert checkpoint.load(tmp_path, prefer="best.pt")["epoch"] == 2  # the link kept epoch 2
+    assert checkpoint.load(tmp_path)["epoch"] == 3
 
 
 def test_loading_never_unpickles_objects(tmp_path):
@@ -88,7 +109,7 @@ def test_checkpoint_with_other_shapes_is_refused(tmp_path):
 def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
     torch.manual_seed(1), np.random.seed(2), random.seed(3)
     checkpoint.save_atomically(
-        {"model": {}, "recipe": {}, "rng": checkpoint.rng_states()}, tmp_path / "r.pt"
+        {**minimal_state(), "rng": checkpoint.rng_states()}, tmp_path / "r.pt"
     )
     expected = (torch.rand(3), np.random.rand(3), random.random())
     torch.manual_seed(9), np.random.seed(9), random.seed(9)

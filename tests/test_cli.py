@@ -1,5 +1,7 @@
 """The command line: train, eval reproducing the recorded figures, predict, and one-line errors."""
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -25,13 +27,19 @@ TINY = [
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory, colour_tree):
+def trained(tmp_path_factory, colour_tree):
+    """A run trained through the CLI, and what the command printed."""
     run = tmp_path_factory.mktemp("cli") / "run"
-    assert (
-        main(["train", "--recipe", "digits", "--data", str(colour_tree), "--out", str(run), *TINY])
-        == 0
-    )
-    return run
+    argv = ["train", "--recipe", "digits", "--data", str(colour_tree), "--out", str(run), *TINY]
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        assert main(argv) == 0
+    return run, output.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trained_run(trained):
+    return trained[0]
 
 
 def one_error_line(capsys) -> str:
@@ -41,8 +49,12 @@ def one_error_line(capsys) -> str:
     return err[0]
 
 
-def test_train_prints_where_the_run_is(trained_run, capsys):
-    assert (trained_run / "best.pt").exists()
+def test_train_prints_the_error_and_where_the_run_is(trained):
+    run, printed = trained
+    best = min(json.loads(line)["val_top1_error"] for line in (run / "metrics.jsonl").open())
+    assert f"best validation top-1 error: {100 * best:.2f}%" in printed
+    assert f"run folder: {run}" in printed
+    assert f"alexnet eval {run} --ten-crop" in printed
 
 
 def test_eval_reproduces_the_recorded_validation_figures(trained_run, capsys):
@@ -84,6 +96,9 @@ def test_predict_prints_top_classes_with_probabilities(trained_run, tmp_path, ca
         (["train", "--set", "optim.learning_rate=0.1"], "unknown recipe key 'optim.learning_rate'"),
         (["train", "--set", "optim.lr=fast"], "optim.lr='fast': expected float"),
         (["eval", "/no/such/run"], "no checkpoint at /no/such/run"),
+        (["train", "--epochs", "0"], "schedule.epochs=0: must be >= 1"),
+        (["train", "--set", "data.crop_size=32"], "data.crop_size=32: must be >= 63"),
+        (["train", "--device", "gpu"], "unknown device 'gpu'"),
     ],
 )
 def test_errors_are_one_line_with_status_2(argv, message, capsys):
@@ -143,3 +158,10 @@ def test_every_command_explains_itself(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert len(capsys.readouterr().out) > 200
+
+
+def test_predict_on_an_unreadable_image(trained_run, tmp_path, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    assert main(["predict", str(trained_run), str(broken)]) == 2
+    assert f"cannot read image {broken}" in one_error_line(capsys)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from alexnet import checkpoint
-from alexnet.recipe import apply_overrides, preset
+from alexnet.cli import main
+from alexnet.recipe import RecipeError, apply_overrides, preset
 from alexnet.train import RunError, fit
 
 RUN_FILES = {
@@ -54,7 +55,7 @@ def test_fit_writes_the_run_folder(tmp_path, colour_tree):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2]
     assert all(set(r) == METRIC_KEYS for r in records)
-    assert records[0]["lr"] == 0.01
+    assert records[0]["lr"] == recipe.optim.lr
     assert json.loads((run / "recipe.json").read_text()) == recipe.to_dict()
     best = checkpoint.load(run / "best.pt")
     assert best["val"]["top1_error"] == min(r["val_top1_error"] for r in records)
@@ -74,26 +75,42 @@ def test_an_existing_run_is_not_overwritten(tmp_path, colour_tree):
 
 
 def test_resume_gives_the_same_weights_as_one_run(tmp_path, colour_tree):
+    """Stop after epoch 3 and resume with the CLI: the same weights as 4 epochs straight.
+
+    patience=0 puts an lr drop before the stop, so velocity and schedule state must survive;
+    two loader workers check that batches do not depend on the process that made them.
+    """
+    overrides = ["schedule.patience=0", "run.workers=2"]
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
-    fit(tiny_recipe(colour_tree, epochs=2), straight, progress=False)
-    fit(tiny_recipe(colour_tree, epochs=1), stopped, progress=False)
-    resumed_recipe = checkpoint.recipe_of(checkpoint.load(stopped))
-    resumed_recipe.schedule.epochs = 2
-    fit(resumed_recipe, stopped, resume=True, progress=False)
+    fit(apply_overrides(tiny_recipe(colour_tree, epochs=4), overrides), straight, progress=False)
+    fit(apply_overrides(tiny_recipe(colour_tree, epochs=3), overrides), stopped, progress=False)
+    assert main(["train", "--resume", str(stopped), "--epochs", "4", "--no-progress"]) == 0
     a, b = checkpoint.load(straight), checkpoint.load(stopped)
-    assert a["epoch"] == b["epoch"] == 2
+    assert a["epoch"] == b["epoch"] == 4
     for name, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][name]), name
-    for path in (straight, stopped):
-        assert len((path / "metrics.jsonl").read_text().splitlines()) == 2
-    assert a["optimizer"]["param_groups"][0]["lr"] == b["optimizer"]["param_groups"][0]["lr"]
+    records = [json.loads(line) for line in (stopped / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert records[3]["lr"] < records[2]["lr"]  # the drop came between the stop and the resume
+    assert (straight / "metrics.jsonl").read_text().count("\n") == 4
 
 
 def test_resuming_a_finished_run_says_so(tmp_path, colour_tree):
     run = tmp_path / "run"
     fit(tiny_recipe(colour_tree, epochs=1), run, progress=False)
     with pytest.raises(RunError, match="trained all 1 epochs; ask for more with --epochs"):
-        fit(tiny_recipe(colour_tree, epochs=1), run, resume=True, progress=False)
+        fit(tiny_recipe(colour_tree, epochs=1), run, resume_from=checkpoint.load(run))
+
+
+def test_a_resumed_run_keeps_its_recipe(tmp_path, colour_tree):
+    run = tmp_path / "run"
+    fit(tiny_recipe(colour_tree, epochs=1), run, progress=False)
+    changed = apply_overrides(tiny_recipe(colour_tree, epochs=2), ["optim.lr=0.1", "model.lrn=off"])
+    with pytest.raises(RecipeError, match="optim.lr, model.lrn cannot change|model.lrn, optim.lr"):
+        fit(changed, run, resume_from=checkpoint.load(run))
+    longer = apply_overrides(tiny_recipe(colour_tree, epochs=2), ["run.workers=1"])
+    fit(longer, run, resume_from=checkpoint.load(run), progress=False)  # allowed
+    assert checkpoint.load(run)["epoch"] == 2
 
 
 def test_paper_preset_one_epoch_at_full_size(tmp_path, ilsvrc_tree):

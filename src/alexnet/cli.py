@@ -17,9 +17,13 @@ from pathlib import Path
 from tqdm import tqdm
 
 from alexnet import checkpoint
-from alexnet.data import DataError
+from alexnet.data import DataError, DataStats, eval_transform, open_splits
+from alexnet.data.decode import read_rgb
+from alexnet.device import DeviceError, Placement
+from alexnet.evaluate import evaluate_checkpoint, top_classes
+from alexnet.files import write_text_atomically
 from alexnet.recipe import PRESETS, Recipe, RecipeError, apply_overrides, preset
-from alexnet.train import RunError, TrainingDiverged
+from alexnet.train import RunError, TrainingDiverged, fit
 
 log = logging.getLogger("alexnet")
 
@@ -53,16 +57,14 @@ def _configure_logging() -> None:
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", help="cuda, cpu, cuda:1, ... (default: the recipe's, auto)")
+    parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--workers", type=int, help="data-loading processes (-1: one per core)")
     parser.add_argument("--batch-size", type=int, help="images per batch (paper: 128)")
 
 
-def _recipe_for_training(args: argparse.Namespace) -> Recipe:
-    if args.resume:
-        recipe = checkpoint.recipe_of(checkpoint.load(Path(args.resume) / "last.pt"))
-    else:
-        recipe = preset(args.recipe)
+def _recipe_for_training(args: argparse.Namespace, saved: dict | None) -> Recipe:
+    """The preset (or the resumed run's recipe), then --set, then the flags."""
+    recipe = checkpoint.recipe_of(saved) if saved is not None else preset(args.recipe)
     apply_overrides(recipe, args.set or [])
     flags = {
         "data.source": args.data,
@@ -74,8 +76,9 @@ def _recipe_for_training(args: argparse.Namespace) -> Recipe:
         "run.workers": args.workers,
         "run.compile": True if args.compile else None,
     }
-    apply_overrides(recipe, [f"{key}={value}" for key, value in flags.items() if value is not None])
-    return recipe
+    return apply_overrides(
+        recipe, [f"{key}={value}" for key, value in flags.items() if value is not None]
+    )
 
 
 def _default_run_dir(recipe: Recipe) -> Path:
@@ -83,11 +86,12 @@ def _default_run_dir(recipe: Recipe) -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from alexnet.train import fit
-
-    recipe = _recipe_for_training(args)
+    saved = checkpoint.load(Path(args.resume) / "last.pt") if args.resume else None
+    recipe = _recipe_for_training(args, saved)
     run_dir = Path(args.resume) if args.resume else Path(args.out or _default_run_dir(recipe))
-    summary = fit(recipe, run_dir, resume=bool(args.resume), progress=not args.no_progress)
+    summary = fit(
+        recipe, run_dir, resume_from=saved, progress=not args.no_progress, download=args.download
+    )
     _print_next_steps(run_dir, summary)
     return 0
 
@@ -99,117 +103,60 @@ def _print_next_steps(run_dir: Path, summary: dict) -> None:
     print(f"predict:    alexnet predict {run_dir} IMAGE...")
 
 
-def _checkpoint_path(target: str) -> Path:
-    """A checkpoint file, or the best (else last) checkpoint of a run folder."""
-    path = Path(target)
-    if path.is_dir():
-        best = path / "best.pt"
-        return best if best.exists() else path / "last.pt"
-    return path
-
-
 def _evaluate(args: argparse.Namespace) -> int:
-    from alexnet.data import DataStats, TransformedDataset, eval_transform, make_loader, open_source
-    from alexnet.evaluate import evaluate
-    from alexnet.train import resolve_device
-
-    path = _checkpoint_path(args.target)
-    state = checkpoint.load(path)
-    recipe = checkpoint.recipe_of(state)
-    if args.data:
-        recipe.data.source = args.data
-    splits = open_source(
-        recipe.data.source, val_fraction=recipe.data.val_fraction, seed=recipe.run.seed
+    state = checkpoint.load(args.target, prefer="best.pt")
+    description, results = evaluate_checkpoint(
+        state,
+        data=args.data,
+        ten_crop=args.ten_crop,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device or "auto",
+        progress=not args.no_progress,
     )
-    if list(splits.classes) != list(state["classes"]):
-        raise DataError(
-            f"{recipe.data.source} has {len(splits.classes)} classes that do not match the "
-            f"{len(state['classes'])} classes {path} was trained on"
-        )
-    device = resolve_device(args.device or recipe.run.device)
-    model = checkpoint.build_model(state).to(device)
-    stats = DataStats.from_state_dict(state["data_stats"])
-    batch_size = args.batch_size or recipe.optim.batch_size
-    views = [("centre crop", False)] + ([("ten crops", True)] if args.ten_crop else [])
-    results = {}
-    for name, ten_crop in views:
-        dataset = TransformedDataset(
-            splits.val, eval_transform(recipe.data, stats, ten_crop=ten_crop)
-        )
-        loader = make_loader(
-            dataset,
-            max(1, batch_size // 10) if ten_crop else batch_size,
-            train=False,
-            workers=recipe.run.workers if args.workers is None else args.workers,
-            seed=recipe.run.seed,
-            device=device,
-        )
-        results[name] = evaluate(
-            model,
-            loader,
-            device,
-            bf16=recipe.run.bf16,
-            progress=not args.no_progress,
-            description=name,
-        )
-    print(f"{path} (epoch {state['epoch']}) on {splits.description}")
+    print(f"{state['path']} (epoch {state['epoch']}) on {description}")
     print(f"{'view':<13}{'top-1 err':>10}{'top-5 err':>11}{'loss':>9}{'images':>8}")
     for name, result in results.items():
         print(
             f"{name:<13}{100 * result['top1_error']:>9.2f}%{100 * result['top5_error']:>10.2f}%"
             f"{result['loss']:>9.4f}{result['images']:>8}"
         )
-    report = {
-        "checkpoint": str(path),
-        "epoch": state["epoch"],
-        "data": recipe.data.source,
-        **results,
-    }
+    path = Path(state["path"])
+    report = {"checkpoint": str(path), "epoch": state["epoch"], "data": args.data, **results}
     json_path = Path(args.json) if args.json else path.with_name(f"eval-{path.stem}.json")
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    write_text_atomically(json_path, json.dumps(report, indent=2) + "\n")
     print(f"written: {json_path}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
-    import torch
-
-    from alexnet.data import DataStats, eval_transform
-    from alexnet.data.decode import read_rgb
-    from alexnet.train import resolve_device
-
-    path = _checkpoint_path(args.checkpoint)
-    state = checkpoint.load(path)
+    state = checkpoint.load(args.checkpoint, prefer="best.pt")
     recipe = checkpoint.recipe_of(state)
-    device = resolve_device(args.device or recipe.run.device)
-    model = checkpoint.build_model(state).to(device).eval()
+    placement = Placement.for_run(recipe.run, args.device or "auto")
+    model = placement.model(checkpoint.build_model(state))
     transform = eval_transform(recipe.data, DataStats.from_state_dict(state["data_stats"]))
-    classes = state["classes"]
     for image_path in args.images:
-        image = read_rgb(image_path)
-        with torch.no_grad():
-            probabilities = model(transform(image)[None].to(device)).softmax(dim=1)[0]
-        top = probabilities.topk(min(args.top, len(classes)))
+        try:
+            image = read_rgb(image_path)
+        except (OSError, ValueError) as error:  # Pillow: unreadable, truncated, unknown
+            raise DataError(f"cannot read image {image_path}: {error}") from None
         print(image_path)
-        for probability, index in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-            print(f"  {100 * probability:6.2f}%  {classes[index]}")
+        for index, probability in top_classes(model, transform, image, placement, args.top):
+            print(f"  {100 * probability:6.2f}%  {state['classes'][index]}")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from alexnet.data import open_source
-    from alexnet.train import fit
-
     recipe = preset("digits")
     if args.epochs:
-        recipe.schedule.epochs = args.epochs
+        apply_overrides(recipe, [f"schedule.epochs={args.epochs}"])
     run_dir = Path(args.out or _default_run_dir(recipe))
     start = time.perf_counter()
     summary = fit(recipe, run_dir, progress=not args.no_progress)
     minutes = (time.perf_counter() - start) / 60
     samples = run_dir / "samples"
     samples.mkdir(exist_ok=True)
-    held_out = open_source("digits").val
+    held_out = open_splits(recipe.data).val
     sample_paths = []
     for index in range(4):
         image, label = held_out[index]
@@ -249,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--compile", action="store_true", help="torch.compile the network")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
+    train.add_argument(
+        "--download", action="store_true", help="fetch CIFAR-10 if cifar10:PATH does not hold it"
+    )
     train.add_argument(
         "--set",
         action="append",
@@ -290,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
     predict.add_argument("--top", type=int, default=5, help="how many classes to show (default: 5)")
-    predict.add_argument("--device", help="cuda, cpu, ... (default: auto)")
+    predict.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
     predict.set_defaults(handler=_predict)
 
     demo = commands.add_parser(
@@ -311,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     try:
         return args.handler(args)
-    except (RecipeError, DataError, checkpoint.CheckpointError, RunError) as error:
+    except (RecipeError, DataError, DeviceError, checkpoint.CheckpointError, RunError) as error:
         print(f"alexnet: error: {error}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:

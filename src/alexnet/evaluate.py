@@ -1,20 +1,33 @@
 """Evaluation (§6): loss, top-1 and top-5 error, on the centre crop or averaged over ten crops.
 
 With ten crops (§4.1) the loader yields (B, 10, 3, H, W); the network sees all ten patches and
-the softmax outputs are averaged before the errors are counted.
+the softmax outputs are averaged before the errors are counted. `evaluate_checkpoint` rebuilds
+a checkpoint's validation set, transforms and placement, so it reproduces the figures recorded
+during training; `top_classes` gives a single image's most probable classes (Figure 4, left).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import nullcontext
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from alexnet.data import average_ten_crop
+from alexnet import checkpoint
+from alexnet.data import (
+    DataError,
+    DataStats,
+    TransformedDataset,
+    average_ten_crop,
+    eval_transform,
+    make_loader,
+    open_splits,
+)
+from alexnet.device import Placement
 
 
 def top_k_errors(probabilities: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[int]:
@@ -27,48 +40,38 @@ def top_k_errors(probabilities: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -
     return [int((~hits[:, :k].any(dim=1)).sum()) for k in ks]
 
 
-def autocast_for(device: torch.device, bf16: bool):
-    """bf16 autocast on CUDA when asked; a no-op context elsewhere."""
-    if device.type == "cuda" and bf16:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
     batches: Iterable,
-    device: torch.device,
+    placement: Placement,
     *,
-    bf16: bool = False,
-    channels_last: bool = False,
     progress: bool = False,
     description: str = "eval",
 ) -> dict[str, float | int]:
     """Mean loss and top-1/top-5 error (fractions) over `(images, labels, skipped)` batches."""
     model.eval()
     loss_sum, errors, images, skipped = 0.0, [0, 0], 0, 0
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for batch, labels, batch_skipped in tqdm(batches, desc=description, disable=not progress):
         skipped += batch_skipped
         if len(labels) == 0:
             continue
         ten_crop = batch.dim() == 5
         flat = batch.flatten(0, 1) if ten_crop else batch  # (B·10, 3, H, W) or (B, 3, H, W)
-        flat = flat.to(device, non_blocking=True, memory_format=memory_format)
-        labels = labels.to(device, non_blocking=True)
-        with autocast_for(device, bf16):
+        flat, labels = placement.batch(flat, labels)
+        with placement.autocast():
             logits = model(flat).float()
         if ten_crop:
             probabilities = average_ten_crop(logits.view(len(labels), 10, -1))  # (B, C)
         else:
             probabilities = logits.softmax(dim=1)
-        loss_sum += float(F.nll_loss(probabilities.clamp_min(1e-12).log(), labels, reduction="sum"))
+        log_probabilities = probabilities.clamp_min(1e-12).log()
+        loss_sum += float(F.nll_loss(log_probabilities, labels, reduction="sum"))
         for i, count in enumerate(top_k_errors(probabilities, labels)):
             errors[i] += count
         images += len(labels)
     if images == 0:
-        raise ValueError("no readable images to evaluate")
+        raise DataError(f"no readable images to evaluate ({skipped} skipped)")
     return {
         "loss": loss_sum / images,
         "top1_error": errors[0] / images,
@@ -76,3 +79,56 @@ def evaluate(
         "images": images,
         "skipped": skipped,
     }
+
+
+def evaluate_checkpoint(
+    state: dict[str, Any],
+    *,
+    data: str | None = None,
+    ten_crop: bool = False,
+    batch_size: int | None = None,
+    workers: int | None = None,
+    device: str = "auto",
+    progress: bool = False,
+) -> tuple[str, dict[str, dict[str, float | int]]]:
+    """A checkpoint on its validation set (or `data`): the set's description and, per view
+    ("centre crop", and "ten crops" if asked), the figures `evaluate` returns."""
+    recipe = checkpoint.recipe_of(state)
+    if data:
+        recipe.data.source = data
+    splits = open_splits(recipe.data)
+    if list(splits.classes) != list(state["classes"]):
+        raise DataError(
+            f"{recipe.data.source} has {len(splits.classes)} classes that do not match the "
+            f"{len(state['classes'])} classes {state['path']} was trained on"
+        )
+    placement = Placement.for_run(recipe.run, device)
+    model = placement.model(checkpoint.build_model(state))
+    stats = DataStats.from_state_dict(state["data_stats"])
+    batch_size = batch_size or recipe.optim.batch_size
+    results = {}
+    for name, crops in [("centre crop", False), ("ten crops", True)][: 2 if ten_crop else 1]:
+        dataset = TransformedDataset(splits.val, eval_transform(recipe.data, stats, ten_crop=crops))
+        loader = make_loader(
+            dataset,
+            max(1, batch_size // 10) if crops else batch_size,
+            train=False,
+            workers=recipe.run.workers if workers is None else workers,
+            seed=recipe.run.seed,
+            device=placement.device,
+        )
+        results[name] = evaluate(model, loader, placement, progress=progress, description=name)
+    return splits.description, results
+
+
+@torch.no_grad()
+def top_classes(
+    model: nn.Module, transform, image: Image.Image, placement: Placement, k: int = 5
+) -> list[tuple[int, float]]:
+    """The k most probable (class index, probability) pairs for one image, most probable first."""
+    model.eval()
+    batch, _ = placement.batch(transform(image)[None], torch.zeros(1))  # (1, 3, H, W)
+    with placement.autocast():
+        probabilities = model(batch).float().softmax(dim=1)[0]
+    top = probabilities.topk(min(k, len(probabilities)))
+    return list(zip(top.indices.tolist(), top.values.tolist(), strict=True))

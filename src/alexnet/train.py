@@ -3,7 +3,7 @@
 `fit(recipe, run_dir)` trains a network from a recipe and writes everything a run keeps into one
 folder: `recipe.json`, `metrics.jsonl` (one JSON object per epoch), `last.pt` every epoch,
 `best.pt` on the best validation top-1 error, `curves.png`, `conv1.png` (Figure 3) and
-`train.log`. `fit(..., resume=True)` continues a run from its `last.pt`.
+`train.log`. `fit(..., resume_from=checkpoint.load(run_dir))` continues a run.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -26,21 +25,24 @@ from tqdm import tqdm
 
 from alexnet import checkpoint
 from alexnet.data import (
+    DataError,
     DataStats,
     Splits,
     TransformedDataset,
     compute_stats,
     eval_transform,
     make_loader,
-    open_source,
+    open_splits,
     train_transform,
 )
 from alexnet.data.loader import default_workers
-from alexnet.evaluate import autocast_for, evaluate
+from alexnet.device import Placement
+from alexnet.evaluate import evaluate
 from alexnet.figures import plot_conv1, plot_curves
+from alexnet.files import write_text_atomically
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, plateau_schedule
-from alexnet.recipe import Recipe
+from alexnet.recipe import Recipe, RecipeError
 
 log = logging.getLogger("alexnet")
 
@@ -53,54 +55,47 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """`"auto"`: CUDA when there is one, else the CPU; anything else as torch reads it."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"device {name!r} asked for, but this machine has no CUDA device")
-    return device
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
 
 
-def datasets(recipe: Recipe, splits: Splits, stats: DataStats, *, ten_crop: bool = False):
+def datasets(recipe: Recipe, splits: Splits, stats: DataStats):
     """The training and validation sets with the paper's transforms applied (§2, §4.1)."""
     train = TransformedDataset(splits.train, train_transform(recipe.data, stats))
-    val = TransformedDataset(splits.val, eval_transform(recipe.data, stats, ten_crop=ten_crop))
+    val = TransformedDataset(splits.val, eval_transform(recipe.data, stats))
     return train, val
+
+
+def _finite_mean_loss(loss_sum: torch.Tensor, images: int, epoch: int) -> float:
+    mean_loss = loss_sum.item() / images
+    if not math.isfinite(mean_loss):
+        raise TrainingDiverged(f"loss became {mean_loss} in epoch {epoch}; try a lower optim.lr")
+    return mean_loss
 
 
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     batches,
-    device: torch.device,
+    placement: Placement,
     *,
     epoch: int,
-    bf16: bool,
-    channels_last: bool,
     progress: bool,
 ) -> dict[str, float | int]:
     """One pass over the training batches; returns loss, top-1 error, images/s and skips."""
     model.train()
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    loss_sum = torch.zeros((), device=device)
-    wrong = torch.zeros((), device=device, dtype=torch.long)
+    loss_sum = torch.zeros((), device=placement.device)
+    wrong = torch.zeros((), device=placement.device, dtype=torch.long)
     images, skipped, start = 0, 0, time.perf_counter()
     bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
     for step, (batch, labels, batch_skipped) in enumerate(bar):
         skipped += batch_skipped
         if len(labels) == 0:
             continue
-        batch = batch.to(device, non_blocking=True, memory_format=memory_format)  # (B, 3, H, W)
-        labels = labels.to(device, non_blocking=True)
-        with autocast_for(device, bf16):
+        batch, labels = placement.batch(batch, labels)  # (B, 3, H, W), (B,)
+        with placement.autocast():
             logits = model(batch)
         loss = F.cross_entropy(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -109,26 +104,18 @@ def train_one_epoch(
         loss_sum += loss.detach() * len(labels)
         wrong += (logits.detach().argmax(dim=1) != labels).sum()
         images += len(labels)
-        if step % 10 == 0 or step == len(bar) - 1:
-            mean_loss = loss_sum.item() / images
-            if not math.isfinite(mean_loss):
-                raise TrainingDiverged(
-                    f"loss became {mean_loss} in epoch {epoch}; try a lower optim.lr"
-                )
+        if step % 10 == 0 or step == len(bar) - 1:  # reading the GPU's figures costs a sync
             bar.set_postfix(
-                loss=f"{mean_loss:.3f}",
+                loss=f"{_finite_mean_loss(loss_sum, images, epoch):.3f}",
                 top1_err=f"{wrong.item() / images:.3f}",
                 img_s=f"{images / (time.perf_counter() - start):.0f}",
                 lr=f"{optimizer.param_groups[0]['lr']:.0e}",
             )
     seconds = time.perf_counter() - start
     if images == 0:
-        raise RunError("no readable training images in this epoch")
-    mean_loss = loss_sum.item() / images
-    if not math.isfinite(mean_loss):
-        raise TrainingDiverged(f"loss became {mean_loss} in epoch {epoch}; try a lower optim.lr")
+        raise DataError("no readable training images in this epoch")
     return {
-        "loss": mean_loss,
+        "loss": _finite_mean_loss(loss_sum, images, epoch),
         "top1_error": wrong.item() / images,
         "images_per_s": images / seconds,
         "seconds": seconds,
@@ -153,48 +140,76 @@ def _read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
     return [r for r in records if r["epoch"] <= up_to_epoch]
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+RESUMABLE = ("schedule.epochs", "run.")  # what a resumed run may change in its recipe
 
 
-def fit(recipe: Recipe, run_dir: Path | str, *, resume: bool = False, progress: bool = True):
-    """Train as the recipe says, writing the run folder; returns the last epoch's record.
-
-    With `resume`, the run continues from `run_dir/last.pt` (model, optimizer, schedule, epoch
-    and RNG states), so that stopping and resuming ends with the same weights as one run.
-    """
-    run_dir = Path(run_dir)
-    saved = checkpoint.load(run_dir / "last.pt") if resume else None
-    if not resume and (run_dir / "last.pt").exists():
-        raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir}")
-    if saved is not None:
-        checkpoint.ensure_variant(saved, recipe.model.variant)
-    if saved is not None and saved["epoch"] >= recipe.schedule.epochs:
+def _check_resumable(saved: dict[str, Any], recipe: Recipe, run_dir: Path) -> None:
+    """A resumed run keeps its network, data and optimisation; only its length and run settings
+    (device, workers, ...) may change."""
+    checkpoint.ensure_variant(saved, recipe.model.variant)
+    before, after = Recipe.from_dict(saved["recipe"]).to_dict(), recipe.to_dict()
+    changed = [
+        f"{section}.{key}"
+        for section, values in after.items()
+        if isinstance(values, dict)
+        for key, value in values.items()
+        if value != before[section][key] and not f"{section}.{key}".startswith(RESUMABLE)
+    ]
+    if changed:
+        raise RecipeError(
+            f"a resumed run keeps its recipe: {', '.join(changed)} cannot change "
+            "(only schedule.epochs and run.* can)"
+        )
+    if saved["epoch"] >= recipe.schedule.epochs:
         raise RunError(
             f"{run_dir} has trained all {recipe.schedule.epochs} epochs; ask for more with --epochs"
         )
+
+
+def fit(
+    recipe: Recipe,
+    run_dir: Path | str,
+    *,
+    resume_from: dict[str, Any] | None = None,
+    progress: bool = True,
+    download: bool = False,
+) -> dict[str, Any]:
+    """Train as the recipe says, writing the run folder; returns the last epoch's record.
+
+    `resume_from` (the run's `last.pt`, as `checkpoint.load` reads it) continues the run: model,
+    optimizer, schedule, epoch and RNG states, so that stopping and resuming ends with the same
+    weights as one run. `download` lets a CIFAR-10 source fetch the data set if it is missing.
+    """
+    run_dir = Path(run_dir)
+    recipe.validate()
+    if resume_from is None and (run_dir / "last.pt").exists():
+        raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir}")
+    if resume_from is not None:
+        _check_resumable(resume_from, recipe, run_dir)
+    placement = Placement.for_run(recipe.run)
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log_file(run_dir)
     try:
-        return _fit(recipe, run_dir, saved, progress)
+        splits = open_splits(recipe.data, download=download)
+        return _fit(recipe, run_dir, splits, resume_from, placement, progress)
     finally:
         log.removeHandler(handler)
         handler.close()
 
 
-def _fit(recipe: Recipe, run_dir: Path, saved: dict | None, progress: bool) -> dict[str, Any]:
-    seed_everything(recipe.run.seed)
-    device = resolve_device(recipe.run.device)
-    on_cuda = device.type == "cuda"
-    bf16, channels_last = recipe.run.bf16 and on_cuda, recipe.run.channels_last and on_cuda
+def _fit(
+    recipe: Recipe,
+    run_dir: Path,
+    splits: Splits,
+    saved: dict | None,
+    placement: Placement,
+    progress: bool,
+) -> dict[str, Any]:
     workers = default_workers() if recipe.run.workers < 0 else recipe.run.workers
-    splits = open_source(
-        recipe.data.source, val_fraction=recipe.data.val_fraction, seed=recipe.run.seed
-    )
     log.info("data: %s", splits.description)
     if saved is not None:
+        if list(splits.classes) != list(saved["classes"]):
+            raise DataError(f"the classes of {recipe.data.source} changed since {saved['path']}")
         stats = DataStats.from_state_dict(saved["data_stats"])
     else:
         stats = compute_stats(
@@ -206,13 +221,12 @@ def _fit(recipe: Recipe, run_dir: Path, saved: dict | None, progress: bool) -> d
         )
     train_set, val_set = datasets(recipe, splits, stats)
 
+    seed_everything(recipe.run.seed)  # here, so the init does not depend on the stats cache
     if saved is not None:
         model = checkpoint.build_model(saved, recipe)
     else:
         model = AlexNet(len(splits.classes), **dataclasses.asdict(recipe.model))
-    model = model.to(
-        device, memory_format=torch.channels_last if channels_last else torch.preserve_format
-    )
+    model = placement.model(model)
     optimizer = PaperSGD(
         model.parameters(),
         lr=recipe.optim.lr,
@@ -233,40 +247,35 @@ def _fit(recipe: Recipe, run_dir: Path, saved: dict | None, progress: bool) -> d
         checkpoint.restore_rng_states(saved["rng"])
         start_epoch, best_error = saved["epoch"] + 1, saved["best_val_top1_error"]
         records = _read_metrics(metrics_path, saved["epoch"])
-        _write_text_atomically(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
         log.info("resuming %s at epoch %d", run_dir, start_epoch)
     else:
         records = []
-        metrics_path.write_text("")
-    _write_text_atomically(run_dir / "recipe.json", recipe.to_json())
+    write_text_atomically(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
+    write_text_atomically(run_dir / "recipe.json", recipe.to_json())
     step_model = torch.compile(model) if recipe.run.compile else model
     log.info(
-        "training %s AlexNet (%s parameters) on %s, %d classes, %d train / %d val images",
+        "training %s AlexNet (%s parameters) on %s%s, %d classes, %d train / %d val images",
         recipe.model.variant,
         f"{sum(p.numel() for p in model.parameters()):,}",
-        device,
+        placement.device,
+        " (bf16, channels_last)" if placement.bf16 and placement.channels_last else "",
         len(splits.classes),
         len(train_set),
         len(val_set),
     )
 
     # Each pass over a loader is the next epoch, seeded from (seed, epoch): see data/loader.py.
-    loader_options = dict(workers=workers, seed=recipe.run.seed, device=device, epoch=start_epoch)
+    loader_options = dict(
+        workers=workers, seed=recipe.run.seed, device=placement.device, epoch=start_epoch
+    )
     train_loader = make_loader(train_set, recipe.optim.batch_size, train=True, **loader_options)
     val_loader = make_loader(val_set, recipe.optim.batch_size, train=False, **loader_options)
     for epoch in range(start_epoch, recipe.schedule.epochs + 1):
         lr = optimizer.param_groups[0]["lr"]
         trained = train_one_epoch(
-            step_model,
-            optimizer,
-            train_loader,
-            device,
-            epoch=epoch,
-            bf16=bf16,
-            channels_last=channels_last,
-            progress=progress,
+            step_model, optimizer, train_loader, placement, epoch=epoch, progress=progress
         )
-        validated = evaluate(step_model, val_loader, device, bf16=bf16, channels_last=channels_last)
+        validated = evaluate(step_model, val_loader, placement)
         schedule.step(validated["top1_error"])
         record = {
             "epoch": epoch,
@@ -282,6 +291,11 @@ def _fit(recipe: Recipe, run_dir: Path, saved: dict | None, progress: bool) -> d
         }
         improved = validated["top1_error"] < best_error
         best_error = min(best_error, validated["top1_error"])
+        # The metrics line first: a kill before the checkpoint replays this epoch on resume,
+        # and resuming drops the line again (_read_metrics), so no epoch is lost or doubled.
+        records.append(record)
+        with metrics_path.open("a") as file:
+            file.write(json.dumps(record) + "\n")
         state = {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -297,9 +311,6 @@ def _fit(recipe: Recipe, run_dir: Path, saved: dict | None, progress: bool) -> d
         checkpoint.save_atomically(state, run_dir / "last.pt")
         if improved:
             checkpoint.link_atomically(run_dir / "last.pt", run_dir / "best.pt")
-        records.append(record)
-        with metrics_path.open("a") as file:
-            file.write(json.dumps(record) + "\n")
         plot_curves(records, run_dir / "curves.png")
         plot_conv1(
             model.learned_layers()["conv1"].weight, model.conv1_towers(), run_dir / "conv1.png"

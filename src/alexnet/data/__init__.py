@@ -7,7 +7,7 @@ sources -> transforms -> loader: `open_source` gives training and validation ima
 
 from alexnet.data.dataset import ArraySource, DataError, FileSource, ImageSource, Splits
 from alexnet.data.loader import TransformedDataset, make_loader
-from alexnet.data.sources import open_source
+from alexnet.data.sources import open_source, open_splits
 from alexnet.data.stats import DataStats, compute_stats
 from alexnet.data.transforms import average_ten_crop, eval_transform, train_transform
 
@@ -24,5 +24,6 @@ __all__ = [
     "eval_transform",
     "make_loader",
     "open_source",
+    "open_splits",
     "train_transform",
 ]

@@ -18,6 +18,7 @@ from alexnet.data.dataset import DataError, Splits
 from alexnet.data.digits import open_digits
 from alexnet.data.folder import open_folder_pair, open_folder_tree
 from alexnet.data.ilsvrc import is_ilsvrc_train, open_ilsvrc
+from alexnet.recipe import DataRecipe
 
 CIFAR_PREFIX = "cifar10:"
 
@@ -50,3 +51,10 @@ def open_source(
     if has_train:
         raise DataError(f"{root} has train/ but no val/ beside it")
     return open_folder_tree(root, val_fraction, seed)
+
+
+def open_splits(recipe: DataRecipe, *, download: bool = False) -> Splits:
+    """`open_source` for a recipe: its source, held-out fraction and split seed."""
+    return open_source(
+        recipe.source, val_fraction=recipe.val_fraction, seed=recipe.split_seed, download=download
+    )
