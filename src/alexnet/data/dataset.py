@@ -181,3 +181,9 @@ def stratified_split(
         np.arange(len(labels)), test_size=held_out, stratify=labels, random_state=seed
     )
     return np.sort(train), np.sort(val)
+
+
+def empty_files_note(*sources: FileSource) -> str:
+    """ "; N empty files skipped" for a data set's description, or "" when there are none."""
+    empty = sum(len(source.unreadable) for source in sources)
+    return f"; {empty} empty files skipped" if empty else ""

@@ -11,7 +11,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from alexnet.data.dataset import DataError, FileEntry, FileSource, Splits, stratified_split
+from alexnet.data.dataset import (
+    DataError,
+    FileEntry,
+    FileSource,
+    Splits,
+    empty_files_note,
+    stratified_split,
+)
 from alexnet.data.decode import is_image_name
 
 
@@ -69,7 +76,7 @@ def open_folder_pair(root: Path) -> Splits:
         val,
         classes,
         f"image folders {root}/train and /val: {len(classes)} classes, "
-        f"{len(train)} train, {len(val)} val{_empty_note(train, val)}",
+        f"{len(train)} train, {len(val)} val{empty_files_note(train, val)}",
     )
 
 
@@ -91,10 +98,6 @@ def open_folder_tree(root: Path, val_fraction: float, seed: int) -> Splits:
         val,
         classes,
         f"image folder {root}: {len(classes)} classes, {len(train)} train, {len(val)} val; "
-        f"{val_fraction:.0%} held out for validation (seeded, stratified){_empty_note(train, val)}",
+        f"{val_fraction:.0%} held out for validation (seeded, stratified)"
+        + empty_files_note(train, val),
     )
-
-
-def _empty_note(*sources: FileSource) -> str:
-    empty = sum(len(source.unreadable) for source in sources)
-    return f"; {empty} empty files skipped" if empty else ""

@@ -24,7 +24,7 @@ import os
 import re
 from pathlib import Path
 
-from alexnet.data.dataset import DataError, FileEntry, FileSource, Splits
+from alexnet.data.dataset import DataError, FileEntry, FileSource, Splits, empty_files_note
 from alexnet.data.decode import is_image_name
 from alexnet.data.folder import scan_image_folder
 
@@ -56,13 +56,12 @@ def open_ilsvrc(root: Path) -> Splits:
         val_entries, label_origin = _flat_val_entries(root, val_dir, wnids)
     train = FileSource(f"ILSVRC-2012 train at {root}", names, train_entries)
     val = FileSource(f"ILSVRC-2012 val at {root}", names, val_entries)
-    empty = len(train.unreadable) + len(val.unreadable)
     return Splits(
         train,
         val,
         names,
         f"ILSVRC-2012 at {root}: {len(wnids)} classes, {len(train)} train, {len(val)} val "
-        f"(val labels from {label_origin})" + (f"; {empty} empty files skipped" if empty else ""),
+        f"(val labels from {label_origin}){empty_files_note(train, val)}",
     )
 
 
