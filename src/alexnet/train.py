@@ -187,10 +187,10 @@ def fit(
     if resume_from is not None:
         _check_resumable(resume_from, recipe, run_dir)
     placement = Placement.for_run(recipe.run)
+    splits = open_splits(recipe.data, download=download)  # bad data: nothing written yet
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log_file(run_dir)
     try:
-        splits = open_splits(recipe.data, download=download)
         return _fit(recipe, run_dir, splits, resume_from, placement, progress)
     finally:
         log.removeHandler(handler)
