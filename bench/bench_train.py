@@ -23,8 +23,9 @@ import torchvision
 from PIL import Image
 from torchvision.transforms import v2
 
+from alexnet.device import resolve_device
 from alexnet.recipe import apply_overrides, preset
-from alexnet.train import fit, resolve_device
+from alexnet.train import fit
 
 
 def make_tree(root: Path, images: int) -> None:

@@ -1,0 +1,20 @@
+"""The benchmark scripts still import against the library (they run outside the test suite)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = sorted((Path(__file__).parents[1] / "bench").glob("bench_*.py"))
+
+
+@pytest.mark.parametrize("script", BENCH, ids=[path.stem for path in BENCH])
+def test_benchmark_script_imports(script):
+    spec = importlib.util.spec_from_file_location(script.stem, script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # runs the imports and definitions, not main()
+    assert callable(module.main)
+
+
+def test_all_three_benchmarks_are_there():
+    assert {path.stem for path in BENCH} == {"bench_model", "bench_pipeline", "bench_train"}
