@@ -60,6 +60,7 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--workers", type=int, help="data-loading processes (-1: one per core)")
     parser.add_argument("--batch-size", type=int, help="images per batch (paper: 128)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _recipe_for_training(args: argparse.Namespace, saved: dict | None) -> Recipe:
@@ -207,7 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable; sections: model, data, optim, schedule, run)",
     )
     _add_run_flags(train)
-    train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(
@@ -226,7 +226,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", help="where to write the results (default: eval-CHECKPOINT.json beside it)"
     )
     _add_run_flags(evaluate)
-    evaluate.add_argument("--no-progress", action="store_true", help="no progress bars")
     evaluate.set_defaults(handler=_evaluate)
 
     predict = commands.add_parser(
