@@ -171,3 +171,11 @@ def test_predict_on_an_unreadable_image(trained_run, tmp_path, capsys):
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     assert main(["predict", str(trained_run), str(broken)]) == 2
     assert f"cannot read image {broken}" in one_error_line(capsys)
+
+
+def test_eval_on_data_with_other_classes(trained_run, tmp_path, capsys):
+    for name in ("cats", "dogs"):
+        for n in range(4):
+            write_image(tmp_path / "other" / name / f"{n}.png", COLOURS["red"], seed=n)
+    assert main(["eval", str(trained_run), "--data", str(tmp_path / "other")]) == 2
+    assert "has 2 classes that do not match the 3 classes" in one_error_line(capsys)

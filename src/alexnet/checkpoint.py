@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from alexnet.data.dataset import DataError
 from alexnet.files import write_atomically
 from alexnet.model import AlexNet
 from alexnet.recipe import Recipe, RecipeError
@@ -90,6 +91,15 @@ def ensure_variant(state: dict[str, Any], variant: str) -> None:
     if variant != saved:
         raise CheckpointError(
             f"{state['path']} holds a {saved!r} AlexNet, not the {variant!r} variant asked for"
+        )
+
+
+def ensure_classes(state: dict[str, Any], classes: list[str], source: str) -> None:
+    """Refuse data whose classes are not the ones the checkpoint was trained on."""
+    if list(classes) != list(state["classes"]):
+        raise DataError(
+            f"{source} has {len(classes)} classes that do not match the "
+            f"{len(state['classes'])} classes {state['path']} was trained on"
         )
 
 

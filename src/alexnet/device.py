@@ -62,9 +62,11 @@ class Placement:
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
         return model.to(self.device, memory_format=memory_format)
 
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        return images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+
     def batch(self, images: torch.Tensor, labels: torch.Tensor):
-        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
-        return images, labels.to(self.device, non_blocking=True)
+        return self.images(images), labels.to(self.device, non_blocking=True)
 
     def autocast(self):
         """bf16 autocast on CUDA when enabled; a no-op elsewhere."""

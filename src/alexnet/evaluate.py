@@ -97,11 +97,7 @@ def evaluate_checkpoint(
     if data:
         recipe.data.source = data
     splits = open_splits(recipe.data)
-    if list(splits.classes) != list(state["classes"]):
-        raise DataError(
-            f"{recipe.data.source} has {len(splits.classes)} classes that do not match the "
-            f"{len(state['classes'])} classes {state['path']} was trained on"
-        )
+    checkpoint.ensure_classes(state, splits.classes, recipe.data.source)
     placement = Placement.for_run(recipe.run, device)
     model = placement.model(checkpoint.build_model(state))
     stats = DataStats.from_state_dict(state["data_stats"])
@@ -127,7 +123,7 @@ def top_classes(
 ) -> list[tuple[int, float]]:
     """The k most probable (class index, probability) pairs for one image, most probable first."""
     model.eval()
-    batch, _ = placement.batch(transform(image)[None], torch.zeros(1))  # (1, 3, H, W)
+    batch = placement.images(transform(image)[None])  # (1, 3, H, W)
     with placement.autocast():
         probabilities = model(batch).float().softmax(dim=1)[0]
     top = probabilities.topk(min(k, len(probabilities)))

@@ -35,7 +35,6 @@ from alexnet.data import (
     open_splits,
     train_transform,
 )
-from alexnet.data.loader import default_workers
 from alexnet.device import Placement
 from alexnet.evaluate import evaluate
 from alexnet.figures import plot_conv1, plot_curves
@@ -205,11 +204,10 @@ def _fit(
     placement: Placement,
     progress: bool,
 ) -> dict[str, Any]:
-    workers = default_workers() if recipe.run.workers < 0 else recipe.run.workers
+    workers = recipe.run.workers  # -1: one per core, resolved where each loader is made
     log.info("data: %s", splits.description)
     if saved is not None:
-        if list(splits.classes) != list(saved["classes"]):
-            raise DataError(f"the classes of {recipe.data.source} changed since {saved['path']}")
+        checkpoint.ensure_classes(saved, splits.classes, recipe.data.source)
         stats = DataStats.from_state_dict(saved["data_stats"])
     else:
         stats = compute_stats(

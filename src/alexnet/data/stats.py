@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from alexnet.data.dataset import DataError, ImageSource
 from alexnet.data.lighting import rgb_pca
-from alexnet.data.loader import TransformedDataset
+from alexnet.data.loader import TransformedDataset, default_workers
 from alexnet.data.transforms import Pipeline, Prepare
 from alexnet.files import write_atomically
 
@@ -82,7 +82,8 @@ def compute_stats(
 ) -> DataStats:
     """The DataStats of `train` at `image_size`, from the cache in cache_dir when present.
 
-    workers: loader processes for the pass (0 = this process); progress: a tqdm bar.
+    workers: loader processes for the pass (0 = this process, -1 = one per CPU core, at most
+    8); progress: a tqdm bar.
     """
     cache_file = None
     if cache_dir is not None:
@@ -98,7 +99,10 @@ def compute_stats(
                 )
     prepared = TransformedDataset(train, Pipeline(image_size, [Prepare(image_size)]))
     loader = DataLoader(
-        _Numbered(prepared), batch_size=BATCH_SIZE, num_workers=workers, collate_fn=_collate
+        _Numbered(prepared),
+        batch_size=BATCH_SIZE,
+        num_workers=default_workers() if workers < 0 else workers,
+        collate_fn=_collate,
     )
     pixel_sum = torch.zeros(3, image_size, image_size, dtype=torch.float64)  # (3, S, S)
     colour_products = torch.zeros(3, 3, dtype=torch.float64)  # Σ x xᵀ over all pixels
