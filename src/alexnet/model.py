@@ -21,8 +21,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from alexnet.ops import local_response_norm
 
 Variant = Literal["paper", "one-tower", "owt"]
 LRNConvention = Literal["paper", "cuda-convnet"]
@@ -46,8 +47,8 @@ class LocalResponseNorm(nn.Module):
       `torch.nn.LocalResponseNorm` compute. With the paper's α = 1e-4 this normalizes 5× less.
 
     The paper's values are n=5, k=2, α=1e-4, β=0.75. The sum runs over n/2 (integer) channels
-    each side, clipped at the ends. It is computed as n shifted slices of the zero-padded
-    squares, which is 1.3-3× faster on a CPU than `F.local_response_norm`'s pooling.
+    each side, clipped at the ends. It runs as one custom op with a closed-form backward
+    (`alexnet.ops`): vectorised torch code on a CPU, Triton kernels on CUDA.
     """
 
     def __init__(
@@ -69,10 +70,7 @@ class LocalResponseNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha = self.alpha if self.convention == "paper" else self.alpha / self.size
-        channels, half = x.shape[1], self.size // 2
-        squares = F.pad(x.square(), (0, 0, 0, 0, half, half))  # (B, C + 2·half, H, W), zero ends
-        window_sums = sum(squares[:, j : j + channels] for j in range(self.size))  # (B, C, H, W)
-        return x * (self.k + alpha * window_sums).pow(-self.beta)
+        return local_response_norm(x, self.size, alpha, self.beta, self.k)  # (B, C, H, W)
 
     def extra_repr(self) -> str:
         return (
