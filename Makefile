@@ -29,6 +29,7 @@ bench: install
 	$(BIN)/python bench/bench_model.py
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_predict.py
 
 clean:
 	rm -rf $(VENV) runs

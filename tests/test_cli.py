@@ -1,6 +1,7 @@
 """The command line: train, eval reproducing the recorded figures, predict, and one-line errors."""
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from alexnet import load
 from alexnet.cli import main
 from tests.conftest import COLOURS, write_image
 
@@ -170,7 +172,81 @@ def test_predict_on_an_unreadable_image(trained_run, tmp_path, capsys):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     assert main(["predict", str(trained_run), str(broken)]) == 2
-    assert f"cannot read image {broken}" in one_error_line(capsys)
+    warning, error = capsys.readouterr().err.strip().splitlines()
+    assert warning.startswith(f"skipping {broken}: cannot decode")
+    assert error == "alexnet: error: no readable images among 1 files (1 skipped)"
+
+
+@pytest.fixture
+def photos(tmp_path):
+    """photos/ with images two folders deep, a corrupt JPEG, notes and a hidden file."""
+    root = tmp_path / "photos"
+    for n, (name, colour) in enumerate(COLOURS.items()):
+        write_image(root / name / f"{n}.png", colour, size=(40, 30), seed=n)
+        write_image(root / "more" / name / f"{n}.jpg", colour, seed=10 + n, format="JPEG")
+    (root / "more" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (root / "notes.txt").write_text("not an image")
+    (root / ".thumb.png").write_bytes(b"")
+    return root
+
+
+def test_predict_over_a_nested_folder_writes_csv_rows_and_skips(
+    trained_run, photos, tmp_path, capsys
+):
+    table = tmp_path / "out" / "predictions.csv"
+    argv = ["predict", str(trained_run), str(photos), "--csv", str(table), "--top", "2"]
+    assert main([*argv, "--workers", "0", "--batch-size", "2"]) == 0
+    captured = capsys.readouterr()
+    broken = photos / "more" / "broken.jpg"
+    assert f"skipping {broken}: cannot decode" in captured.err
+    assert captured.out == f"written: {table} (6 images, 1 skipped)\n"
+    rows = list(csv.reader(table.open()))
+    assert rows[0] == ["path", "class_1", "probability_1", "class_2", "probability_2"]
+    images = sorted(str(path) for path in photos.rglob("*.*g") if path.name[0] != ".")
+    assert sorted(row[0] for row in rows[1:]) == sorted(set(images) - {str(broken)})
+    expected = load(trained_run).predict([row[0] for row in rows[1:]], top=2)
+    for row, prediction in zip(rows[1:], expected, strict=True):
+        assert row[1::2] == prediction.classes
+        assert [float(p) for p in row[2::2]] == pytest.approx(prediction.probabilities, abs=1e-6)
+
+
+def test_predict_globs_to_json(trained_run, photos, tmp_path, capsys):
+    out = tmp_path / "predictions.json"
+    pattern = str(photos / "**" / "*.jpg")
+    assert main(["predict", str(trained_run), pattern, "--json", str(out), "--ten-crop"]) == 0
+    report = json.loads(out.read_text())
+    assert report["skipped"] == [str(photos / "more" / "broken.jpg")]
+    assert [row["path"] for row in report["predictions"]] == sorted(
+        str(path) for path in (photos / "more").glob("*/*.jpg")
+    )
+    assert all(
+        len(row["classes"]) == len(row["probabilities"]) == 3 for row in report["predictions"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--top", "0"], "argument --top: must be >= 1, got 0"),
+        (["--top", "-3"], "argument --top: must be >= 1, got -3"),
+        (["--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+    ],
+)
+def test_predict_refuses_nonsense_counts(trained_run, photos, extra, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", str(trained_run), str(photos), *extra])
+    assert exit_info.value.code == 2
+    assert message in one_error_line(capsys)
+
+
+def test_predict_names_what_it_cannot_find(trained_run, photos, tmp_path, capsys):
+    missing = tmp_path / "missing.jpg"
+    assert main(["predict", str(trained_run), str(photos), str(missing)]) == 2
+    assert one_error_line(capsys) == f"alexnet: error: {missing}: no such file or folder"
+    exported = tmp_path / "model.safetensors"
+    exported.write_bytes(b"{}")
+    assert main(["predict", str(exported), str(photos)]) == 2
+    assert "is neither a run folder nor a .pt checkpoint" in one_error_line(capsys)
 
 
 def test_eval_on_data_with_other_classes(trained_run, tmp_path, capsys):

@@ -17,11 +17,12 @@ from pathlib import Path
 from tqdm import tqdm
 
 from alexnet import checkpoint
-from alexnet.data import DataError, DataStats, eval_transform, open_splits
-from alexnet.data.decode import read_rgb
-from alexnet.device import DeviceError, Placement
-from alexnet.evaluate import evaluate_checkpoint, top_classes
+from alexnet.data import DataError, open_splits
+from alexnet.data.folder import find_image_files
+from alexnet.device import DeviceError
+from alexnet.evaluate import evaluate_checkpoint
 from alexnet.files import write_text_atomically
+from alexnet.inference import load, write_predictions_csv, write_predictions_json
 from alexnet.recipe import PRESETS, Recipe, RecipeError, apply_overrides, preset
 from alexnet.train import RunError, TrainingDiverged, fit
 
@@ -56,10 +57,20 @@ def _configure_logging() -> None:
     log.setLevel(logging.INFO)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--workers", type=int, help="data-loading processes (-1: one per core)")
-    parser.add_argument("--batch-size", type=int, help="images per batch (paper: 128)")
+    parser.add_argument("--batch-size", type=_positive_int, help="images per batch (paper: 128)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -131,19 +142,32 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    state = checkpoint.load(args.checkpoint, prefer="best.pt")
-    recipe = checkpoint.recipe_of(state)
-    placement = Placement.for_run(recipe.run, args.device or "auto")
-    model = placement.model(checkpoint.build_model(state))
-    transform = eval_transform(recipe.data, DataStats.from_state_dict(state["data_stats"]))
-    for image_path in args.images:
-        try:
-            image = read_rgb(image_path)
-        except (OSError, ValueError) as error:  # Pillow: unreadable, truncated, unknown
-            raise DataError(f"cannot read image {image_path}: {error}") from None
-        print(image_path)
-        for index, probability in top_classes(model, transform, image, placement, args.top):
-            print(f"  {100 * probability:6.2f}%  {state['classes'][index]}")
+    net = load(args.checkpoint, device=args.device or "auto", batch_size=args.batch_size)
+    paths = find_image_files(args.images)
+    predictions = net.predict_files(
+        paths,
+        top=args.top,
+        ten_crop=args.ten_crop,
+        workers=-1 if args.workers is None else args.workers,
+        progress=not args.no_progress,
+    )
+    rows, skipped = [], []
+    for path, prediction in predictions:
+        if prediction is None:
+            skipped.append(path)
+            continue
+        rows.append((path, prediction))
+        if not (args.csv or args.json):
+            lines = [f"  {100 * p:6.2f}%  {c}" for c, p in zip(*prediction, strict=True)]
+            tqdm.write("\n".join([path, *lines]))
+    if not rows:
+        raise DataError(f"no readable images among {len(paths)} files ({len(skipped)} skipped)")
+    if args.csv:
+        write_predictions_csv(args.csv, rows)
+    if args.json:
+        write_predictions_json(args.json, rows, skipped)
+    for path in filter(None, (args.csv, args.json)):
+        print(f"written: {path} ({len(rows)} images, {len(skipped)} skipped)")
     return 0
 
 
@@ -230,16 +254,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser(
         "predict",
-        help="top-5 classes of images",
-        description="Print the most probable classes, with probabilities, for each image "
-        "(Figure 4, left).",
+        help="top-5 classes of images, files, folders or globs",
+        description="The most probable classes, with probabilities, of each image (Figure 4, "
+        "left), in batches on the device. Folders are searched at any depth for image files; "
+        "an unreadable file is skipped with a warning naming it. Printed, or written one row "
+        "per image with --csv or --json.",
     )
     predict.add_argument(
-        "checkpoint", metavar="CHECKPOINT", help="a checkpoint, or a run folder (its best.pt)"
+        "checkpoint", metavar="RUN_DIR_OR_CHECKPOINT", help="a run folder uses its best.pt"
     )
-    predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
-    predict.add_argument("--top", type=int, default=5, help="how many classes to show (default: 5)")
-    predict.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
+    predict.add_argument(
+        "images", metavar="PATH", nargs="+", help="image files, folders or glob patterns"
+    )
+    predict.add_argument(
+        "--top", type=_positive_int, default=5, help="how many classes per image (default: 5)"
+    )
+    predict.add_argument("--ten-crop", action="store_true", help="average ten crops (§4.1)")
+    predict.add_argument("--csv", metavar="FILE", help="write path, classes and probabilities")
+    predict.add_argument("--json", metavar="FILE", help="the same as JSON, with skipped files")
+    _add_run_flags(predict)
     predict.set_defaults(handler=_predict)
 
     demo = commands.add_parser(

@@ -3,7 +3,8 @@
 With ten crops (§4.1) the loader yields (B, 10, 3, H, W); the network sees all ten patches and
 the softmax outputs are averaged before the errors are counted. `evaluate_checkpoint` rebuilds
 a checkpoint's validation set, transforms and placement, so it reproduces the figures recorded
-during training; `top_classes` gives a single image's most probable classes (Figure 4, left).
+during training. `class_probabilities` is the one forward pass that training, evaluation and
+prediction (inference.py) share.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
@@ -40,6 +40,18 @@ def top_k_errors(probabilities: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -
     return [int((~hits[:, :k].any(dim=1)).sum()) for k in ks]
 
 
+def class_probabilities(
+    model: nn.Module, images: torch.Tensor, placement: Placement
+) -> torch.Tensor:
+    """Softmax outputs (B, C) of (B, 3, H, W) images, or of (B, 10, 3, H, W) ten crops averaged
+    (§4.1); the images go to the placement's device, the result stays there."""
+    ten_crop = images.dim() == 5
+    flat = images.flatten(0, 1) if ten_crop else images  # (B·10, 3, H, W) or (B, 3, H, W)
+    with placement.autocast():
+        logits = model(placement.images(flat)).float()
+    return average_ten_crop(logits) if ten_crop else logits.softmax(dim=1)
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -56,15 +68,8 @@ def evaluate(
         skipped += batch_skipped
         if len(labels) == 0:
             continue
-        ten_crop = batch.dim() == 5
-        flat = batch.flatten(0, 1) if ten_crop else batch  # (B·10, 3, H, W) or (B, 3, H, W)
-        flat, labels = placement.batch(flat, labels)
-        with placement.autocast():
-            logits = model(flat).float()
-        if ten_crop:
-            probabilities = average_ten_crop(logits.view(len(labels), 10, -1))  # (B, C)
-        else:
-            probabilities = logits.softmax(dim=1)
+        probabilities = class_probabilities(model, batch, placement)  # (B, C)
+        labels = labels.to(placement.device, non_blocking=True)
         log_probabilities = probabilities.clamp_min(1e-12).log()
         loss_sum += float(F.nll_loss(log_probabilities, labels, reduction="sum"))
         for i, count in enumerate(top_k_errors(probabilities, labels)):
@@ -115,16 +120,3 @@ def evaluate_checkpoint(
         )
         results[name] = evaluate(model, loader, placement, progress=progress, description=name)
     return splits.description, results
-
-
-@torch.no_grad()
-def top_classes(
-    model: nn.Module, transform, image: Image.Image, placement: Placement, k: int = 5
-) -> list[tuple[int, float]]:
-    """The k most probable (class index, probability) pairs for one image, most probable first."""
-    model.eval()
-    batch = placement.images(transform(image)[None])  # (1, 3, H, W)
-    with placement.autocast():
-        probabilities = model(batch).float().softmax(dim=1)[0]
-    top = probabilities.topk(min(k, len(probabilities)))
-    return list(zip(top.indices.tolist(), top.values.tolist(), strict=True))

@@ -13,6 +13,7 @@ from data_helpers import CIFAR_CLASSES, VAL_LABELS, WNIDS, save_image, write_tre
 from PIL import Image
 
 from alexnet.data import DataError, open_source
+from alexnet.data.folder import find_image_files
 from alexnet.data.ilsvrc import class_names
 
 
@@ -221,3 +222,22 @@ def test_hidden_and_non_image_files_are_ignored(image_tree: Path):
     Image.new("RGB", (4, 4)).save(image_tree / "cat" / "._resource_fork.jpg", format="JPEG")
     splits = open_source(str(image_tree), val_fraction=0.25)
     assert len(splits.train) + len(splits.val) == 40
+
+
+def test_predict_arguments_name_files_folders_and_globs(image_tree: Path, monkeypatch):
+    monkeypatch.chdir(image_tree)
+    (image_tree / "cat" / "notes.txt").write_text("x")
+    (image_tree / "cat" / ".hidden.png").write_bytes(b"\0")
+    save_image(image_tree / "cat" / "deep" / "er" / "img0.png", np.zeros((8, 8, 3), np.uint8))
+    cats = find_image_files(["cat"])
+    assert cats == [f"cat/img{n}.png" for n in range(10)] + ["cat/deep/er/img0.png"]
+    assert find_image_files(["cat/notes.txt"]) == ["cat/notes.txt"]  # named: its content decides
+    assert sorted(find_image_files(["cat/*"])) == sorted(cats)  # images and folders, no .txt
+    assert find_image_files(["**/img1.png", "dog/img1.png"]) == [
+        f"{name}/img1.png" for name in ("cat", "dog", "fox")
+    ]
+    with pytest.raises(DataError, match="nothing.png: no such file or folder"):
+        find_image_files(["cat", "nothing.png"])
+    (image_tree / "empty").mkdir()
+    with pytest.raises(DataError, match="no image files in empty"):
+        find_image_files(["empty"])

@@ -4,11 +4,14 @@ A class is a sub-folder of the root (sorted names give the labels); its images a
 at any depth below it, with a suffix Pillow can open (case ignored). Other files (`.txt`,
 `.DS_Store`) and hidden files or folders are ignored. A tree is used either as a pair
 `train/` + `val/`, or alone, with a seeded, stratified fraction held out for validation.
+`find_image_files` applies the same rule to the files, folders and globs given to predict.
 """
 
 from __future__ import annotations
 
+import glob
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 from alexnet.data.dataset import (
@@ -63,6 +66,29 @@ def _image_files(folder: Path, label: int):
                 path = os.path.join(directory, name)
                 stat = os.stat(path)
                 yield FileEntry(path, label, stat.st_size, stat.st_mtime_ns)
+
+
+def find_image_files(arguments: Sequence[str]) -> list[str]:
+    """The image files that command-line arguments name, in order, each once.
+
+    A file is taken as given (its content says whether it is an image); a folder gives its image
+    files at any depth, sorted, as a class folder does; any other argument is a glob pattern
+    (`**` crosses folders) whose matching image files and folders are taken the same way.
+    """
+    found: list[str] = []
+    for argument in arguments:
+        is_pattern = not os.path.exists(argument)
+        matches = sorted(glob.glob(argument, recursive=True)) if is_pattern else [argument]
+        if not matches:
+            raise DataError(f"{argument}: no such file or folder")
+        for match in matches:
+            if os.path.isdir(match):
+                found += [entry.path for entry in _image_files(Path(match), label=0)]
+            elif not is_pattern or is_image_name(os.path.basename(match)):
+                found.append(match)
+    if not found:
+        raise DataError(f"no image files in {', '.join(arguments)}")
+    return list(dict.fromkeys(found))
 
 
 def open_folder_pair(root: Path) -> Splits:
