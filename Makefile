@@ -26,7 +26,7 @@ demo: install
 	$(BIN)/alexnet demo
 
 bench: install
-	$(BIN)/python bench/bench_model.py
+	$(BIN)/python bench/bench_step.py
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_predict.py

@@ -18,5 +18,5 @@ def test_benchmark_script_imports(script, monkeypatch):
 
 
 def test_all_four_benchmarks_are_there():
-    expected = {"bench_model", "bench_pipeline", "bench_predict", "bench_train"}
+    expected = {"bench_pipeline", "bench_predict", "bench_step", "bench_train"}
     assert {path.stem for path in BENCH} == expected

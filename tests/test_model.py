@@ -6,7 +6,7 @@ import torchvision
 from torch import nn
 
 from alexnet import AlexNet
-from alexnet.model import LocalResponseNorm
+from alexnet.model import LocalResponseNorm, TowerConv2d
 
 VARIANTS = ["paper", "one-tower", "owt"]
 
@@ -62,6 +62,23 @@ def test_paper_towers_are_groups_of_two():
     assert layers["conv2"].weight.shape == (256, 48, 5, 5)
     assert layers["conv3"].weight.shape == (384, 256, 3, 3)  # reads both towers
     assert layers["conv4"].weight.shape == (384, 192, 3, 3)
+
+
+def test_towers_as_two_convolutions_equal_the_grouped_convolution():
+    """TowerConv2d's split form (CUDA's) against groups=2 (the CPU's): values and gradients."""
+    conv = AlexNet().learned_layers()["conv4"]
+    assert isinstance(conv, TowerConv2d) and conv.split is None
+    x = torch.randn(2, 384, 13, 13)
+    results = []
+    for split in (False, True):
+        conv.split = split
+        conv.zero_grad()
+        inputs = x.clone().requires_grad_()
+        out = conv(inputs)
+        out.square().sum().backward()
+        results.append((out, inputs.grad, conv.weight.grad.clone(), conv.bias.grad.clone()))
+    for grouped, separate in zip(*results, strict=True):
+        assert torch.allclose(grouped, separate, rtol=1e-5, atol=1e-5)
 
 
 def test_conv1_towers_feed_their_own_half_of_conv2():
@@ -120,7 +137,7 @@ def test_paper_variant_rejects_torchvision_weights():
 
 
 def test_lrn_sits_after_relu_in_conv1_and_conv2_only():
-    kinds = [type(m).__name__ for m in AlexNet().features]
+    kinds = ["Conv2d" if isinstance(m, nn.Conv2d) else type(m).__name__ for m in AlexNet().features]
     lrn_at = [i for i, kind in enumerate(kinds) if kind == "LocalResponseNorm"]
     assert len(lrn_at) == 2
     for i in lrn_at:

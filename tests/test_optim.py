@@ -37,6 +37,29 @@ def test_update_rule_matches_the_paper_by_hand():
         assert torch.allclose(got, want, rtol=0, atol=1e-15)
 
 
+def test_every_parameter_follows_the_rule_and_one_without_gradient_is_left_alone():
+    """The multi-tensor update over parameters of several shapes equals the rule per tensor."""
+    generator = torch.Generator().manual_seed(0)
+    shapes = [(3, 4), (5,), (2, 3, 3), (7,)]
+    weights = [torch.randn(s, generator=generator).requires_grad_() for s in shapes]
+    frozen = weights.pop()  # gets no gradient
+    optimizer = PaperSGD([*weights, frozen], lr=0.01)
+    expected = [(w.detach().clone(), torch.zeros_like(w)) for w in weights]
+    frozen_before = frozen.detach().clone()
+    for _ in range(3):
+        grads = [torch.randn(w.shape, generator=generator) for w in weights]
+        for w, g in zip(weights, grads, strict=True):
+            w.grad = g
+        optimizer.step()
+        for i, ((w, v), g) in enumerate(zip(expected, grads, strict=True)):
+            v = 0.9 * v - 0.0005 * 0.01 * w - 0.01 * g
+            expected[i] = (w + v, v)
+    for w, (want, _) in zip(weights, expected, strict=True):
+        assert torch.allclose(w.detach(), want, rtol=0, atol=1e-7)
+    assert torch.equal(frozen.detach(), frozen_before) and frozen not in optimizer.state
+    assert set(optimizer.state_dict()["state"][0]) == {"velocity"}  # the checkpoints' layout
+
+
 def test_agrees_with_torch_sgd_while_lr_is_constant():
     lrs = [0.01] * 20
     for ours, theirs in zip(run(PaperSGD, lrs), run(torch.optim.SGD, lrs), strict=True):

@@ -1,14 +1,24 @@
 """Training end to end on tiny data: run folder, resume equality, the paper preset at full size."""
 
 import json
+import math
 
 import pytest
 import torch
+from torch import nn
 
 from alexnet import checkpoint
 from alexnet.cli import main
+from alexnet.device import Placement
+from alexnet.optim import PaperSGD
 from alexnet.recipe import RecipeError, apply_overrides, preset
-from alexnet.train import RunError, fit
+from alexnet.train import (
+    DIVERGENCE_CHECK_EVERY,
+    RunError,
+    TrainingDiverged,
+    fit,
+    train_one_epoch,
+)
 
 RUN_FILES = {
     "recipe.json",
@@ -126,3 +136,39 @@ def test_paper_preset_one_epoch_at_full_size(tmp_path, ilsvrc_tree):
     assert len(state["classes"]) == 2
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text())
     assert record["epoch"] == 1 and record["images_per_s"] > 0
+
+
+def _tiny_batches(count, nan_at=None):
+    generator = torch.Generator().manual_seed(0)
+    batches = []
+    for index in range(count):
+        images = torch.randn(4, 3, 2, 2, generator=generator)
+        if index == nan_at:
+            images[0, 0, 0, 0] = float("nan")
+        batches.append((images, torch.randint(0, 3, (4,), generator=generator), 0))
+    return batches
+
+
+def _tiny_epoch(batches):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    placement = Placement(torch.device("cpu"))
+    return train_one_epoch(
+        model, PaperSGD(model.parameters()), batches, placement, epoch=3, progress=False
+    )
+
+
+def test_the_step_loop_reads_from_the_device_only_every_few_steps(monkeypatch):
+    """No host-device sync per step: the running sums are read for the divergence check every
+    DIVERGENCE_CHECK_EVERY steps, then once for the epoch's figures."""
+    reads = []
+    item = torch.Tensor.item
+    monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append(1) or item(self))
+    result = _tiny_epoch(_tiny_batches(35))
+    assert len(reads) == 35 // DIVERGENCE_CHECK_EVERY + 3  # checks; last check, loss, errors
+    assert math.isfinite(result["loss"]) and 0 <= result["top1_error"] <= 1
+
+
+def test_a_nan_loss_stops_the_epoch_within_a_check_naming_epoch_and_step():
+    with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 3 by step 10"):
+        _tiny_epoch(_tiny_batches(35, nan_at=6))

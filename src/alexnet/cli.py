@@ -86,7 +86,7 @@ def _recipe_for_training(args: argparse.Namespace, saved: dict | None) -> Recipe
         "run.device": args.device,
         "run.seed": args.seed,
         "run.workers": args.workers,
-        "run.compile": True if args.compile else None,
+        "run.compile": False if args.no_compile else None,
     }
     return apply_overrides(
         recipe, [f"{key}={value}" for key, value in flags.items() if value is not None]
@@ -219,7 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--seed", type=int, help="seed for the model, split, batches and augmentation"
     )
-    train.add_argument("--compile", action="store_true", help="torch.compile the network")
+    train.add_argument(
+        "--no-compile",
+        action="store_true",
+        help="do not torch.compile the network on CUDA (compiled by default there; never on CPU)",
+    )
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
     train.add_argument(
         "--download", action="store_true", help="fetch CIFAR-10 if cifar10:PATH does not hold it"

@@ -30,14 +30,15 @@ from alexnet.data import (
 from alexnet.device import Placement
 
 
-def top_k_errors(probabilities: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[int]:
-    """How many rows of `labels` are not among the k most probable classes, for each k.
+def top_k_errors(probabilities: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
+    """How many rows of `labels` are not among the k most probable classes, for each k: a
+    (len(ks),) tensor on their device, so that counting needs no host-device sync.
 
     k is capped at the number of classes (top-5 of a 3-class problem is never wrong).
     """
     ranked = probabilities.topk(min(max(ks), probabilities.shape[1]), dim=1).indices  # (B, k)
     hits = ranked == labels[:, None]
-    return [int((~hits[:, :k].any(dim=1)).sum()) for k in ks]
+    return torch.stack([(~hits[:, :k].any(dim=1)).sum() for k in ks])
 
 
 def class_probabilities(
@@ -63,7 +64,10 @@ def evaluate(
 ) -> dict[str, float | int]:
     """Mean loss and top-1/top-5 error (fractions) over `(images, labels, skipped)` batches."""
     model.eval()
-    loss_sum, errors, images, skipped = 0.0, [0, 0], 0, 0
+    # Sums stay on the device and are read once at the end: no host-device sync per batch.
+    loss_sum = torch.zeros((), device=placement.device)
+    errors = torch.zeros(2, dtype=torch.long, device=placement.device)  # top-1, top-5
+    images, skipped = 0, 0
     for batch, labels, batch_skipped in tqdm(batches, desc=description, disable=not progress):
         skipped += batch_skipped
         if len(labels) == 0:
@@ -71,16 +75,16 @@ def evaluate(
         probabilities = class_probabilities(model, batch, placement)  # (B, C)
         labels = labels.to(placement.device, non_blocking=True)
         log_probabilities = probabilities.clamp_min(1e-12).log()
-        loss_sum += float(F.nll_loss(log_probabilities, labels, reduction="sum"))
-        for i, count in enumerate(top_k_errors(probabilities, labels)):
-            errors[i] += count
+        loss_sum += F.nll_loss(log_probabilities, labels, reduction="sum")
+        errors += top_k_errors(probabilities, labels)
         images += len(labels)
     if images == 0:
         raise DataError(f"no readable images to evaluate ({skipped} skipped)")
+    top1_errors, top5_errors = errors.tolist()
     return {
-        "loss": loss_sum / images,
-        "top1_error": errors[0] / images,
-        "top5_error": errors[1] / images,
+        "loss": loss_sum.item() / images,
+        "top1_error": top1_errors / images,
+        "top5_error": top5_errors / images,
         "images": images,
         "skipped": skipped,
     }

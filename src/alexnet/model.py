@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from alexnet.ops import local_response_norm
@@ -79,6 +80,35 @@ class LocalResponseNorm(nn.Module):
         )
 
 
+class TowerConv2d(nn.Conv2d):
+    """A convolution whose two halves read only their own tower's maps (§3.2): `groups=2`.
+
+    On CUDA it runs as two separate convolutions (each half of the input with its half of the
+    kernels), which cuDNN does faster than one grouped convolution (+8% for the whole training
+    step on an H100, bf16, channels_last); elsewhere as the grouped convolution. The parameters
+    are those of `nn.Conv2d(..., groups=2)` either way, so the state_dict does not change.
+    `split` forces one form (None: by device).
+    """
+
+    split: bool | None = None
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int):
+        super().__init__(in_channels, out_channels, kernel_size, padding=padding, groups=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        split = x.is_cuda if self.split is None else self.split
+        if not split:
+            return super().forward(x)
+        halves = zip(x.chunk(2, dim=1), self.weight.chunk(2), self.bias.chunk(2), strict=True)
+        return torch.cat(
+            [
+                F.conv2d(maps, kernels, bias, self.stride, self.padding)
+                for maps, kernels, bias in halves
+            ],
+            dim=1,
+        )
+
+
 class AlexNet(nn.Module):
     """AlexNet (§3). `forward` gives logits; `embed` gives the fc7 activations (§6.1)."""
 
@@ -113,13 +143,18 @@ class AlexNet(nn.Module):
         def norm() -> list[nn.Module]:
             return [] if lrn == "off" else [LocalResponseNorm(convention=lrn)]
 
+        def tower_conv(in_channels: int, out_channels: int, size: int) -> nn.Conv2d:
+            if towers == 2:
+                return TowerConv2d(in_channels, out_channels, size, padding=size // 2)
+            return nn.Conv2d(in_channels, out_channels, size, padding=size // 2)
+
         c1, c2, c3, c4, c5 = _CONV_CHANNELS[variant]
         self.features = nn.Sequential(
             nn.Conv2d(3, c1, 11, stride=4, padding=2), act(), *norm(), pool(),  # (B,96,27,27)
-            nn.Conv2d(c1, c2, 5, padding=2, groups=towers), act(), *norm(), pool(),  # (B,256,13,13)
+            tower_conv(c1, c2, 5), act(), *norm(), pool(),  # (B,256,13,13)
             nn.Conv2d(c2, c3, 3, padding=1), act(),  # (B,384,13,13), reads both towers
-            nn.Conv2d(c3, c4, 3, padding=1, groups=towers), act(),  # (B,384,13,13)
-            nn.Conv2d(c4, c5, 3, padding=1, groups=towers), act(), pool(),  # (B,256,6,6)
+            tower_conv(c3, c4, 3), act(),  # (B,384,13,13)
+            tower_conv(c4, c5, 3), act(), pool(),  # (B,256,6,6)
         )  # fmt: skip
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))  # identity at 224 px input
         fc6, fc7, fc8 = (

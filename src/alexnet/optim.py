@@ -37,23 +37,29 @@ class PaperSGD(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
+        """One update of every parameter with a gradient, as multi-tensor (`_foreach`) operations:
+        one kernel per operation for all parameters on CUDA, the same arithmetic as per tensor."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
             lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
-            for weight in group["params"]:
-                if weight.grad is None:
-                    continue
-                state = self.state[weight]
-                if "velocity" not in state:
-                    state["velocity"] = torch.zeros_like(weight)
-                velocity = state["velocity"]
-                velocity.mul_(momentum).add_(weight, alpha=-weight_decay * lr)
-                velocity.add_(weight.grad, alpha=-lr)
-                weight.add_(velocity)
+            weights = [w for w in group["params"] if w.grad is not None]
+            if not weights:
+                continue
+            velocities = [self._velocity(w) for w in weights]
+            torch._foreach_mul_(velocities, momentum)  # 0.9·v
+            torch._foreach_add_(velocities, weights, alpha=-weight_decay * lr)  # − 0.0005·ε·w
+            torch._foreach_add_(velocities, [w.grad for w in weights], alpha=-lr)  # − ε·∂L/∂w
+            torch._foreach_add_(weights, velocities)  # w ← w + v
         return loss
+
+    def _velocity(self, weight: torch.Tensor) -> torch.Tensor:
+        state = self.state[weight]
+        if "velocity" not in state:
+            state["velocity"] = torch.zeros_like(weight)
+        return state["velocity"]
 
 
 def plateau_schedule(

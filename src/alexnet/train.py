@@ -67,11 +67,36 @@ def datasets(recipe: Recipe, splits: Splits, stats: DataStats):
     return train, val
 
 
-def _finite_mean_loss(loss_sum: torch.Tensor, images: int, epoch: int) -> float:
-    mean_loss = loss_sum.item() / images
-    if not math.isfinite(mean_loss):
-        raise TrainingDiverged(f"loss became {mean_loss} in epoch {epoch}; try a lower optim.lr")
-    return mean_loss
+DIVERGENCE_CHECK_EVERY = 10  # steps between reads of the running loss (each read syncs)
+PROGRESS_EVERY = 25  # steps between the progress bar's figures (each read syncs)
+
+
+def training_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    placement: Placement,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step (§5) on a batch. Returns the batch's summed loss and its top-1 errors, both
+    left on the device: nothing here waits for the device to finish."""
+    images, labels = placement.batch(images, labels)  # (B, 3, H, W), (B,)
+    with placement.autocast():
+        logits = model(images)  # (B, classes)
+    loss = F.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach() * len(labels), (logits.detach().argmax(dim=1) != labels).sum()
+
+
+def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
+    """Stop a run whose loss became NaN or infinite (a sum stays so once one batch is)."""
+    value = loss_sum.item()
+    if not math.isfinite(value):
+        raise TrainingDiverged(
+            f"loss became {value} in epoch {epoch} by step {step}; try a lower optim.lr"
+        )
 
 
 def train_one_epoch(
@@ -83,38 +108,39 @@ def train_one_epoch(
     epoch: int,
     progress: bool,
 ) -> dict[str, float | int]:
-    """One pass over the training batches; returns loss, top-1 error, images/s and skips."""
+    """One pass over the training batches; returns loss, top-1 error, images/s and skips.
+
+    The running sums stay on the device; they are read every DIVERGENCE_CHECK_EVERY steps to stop
+    a diverged run, and every PROGRESS_EVERY steps for the progress bar when it is shown.
+    """
     model.train()
     loss_sum = torch.zeros((), device=placement.device)
     wrong = torch.zeros((), device=placement.device, dtype=torch.long)
-    images, skipped, start = 0, 0, time.perf_counter()
+    images, skipped, step, start = 0, 0, 0, time.perf_counter()
     bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
-    for step, (batch, labels, batch_skipped) in enumerate(bar):
+    for step, (batch, labels, batch_skipped) in enumerate(bar, start=1):
         skipped += batch_skipped
         if len(labels) == 0:
             continue
-        batch, labels = placement.batch(batch, labels)  # (B, 3, H, W), (B,)
-        with placement.autocast():
-            logits = model(batch)
-        loss = F.cross_entropy(logits.float(), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach() * len(labels)
-        wrong += (logits.detach().argmax(dim=1) != labels).sum()
+        batch_loss, batch_wrong = training_step(model, optimizer, batch, labels, placement)
+        loss_sum += batch_loss
+        wrong += batch_wrong
         images += len(labels)
-        if step % 10 == 0 or step == len(bar) - 1:  # reading the GPU's figures costs a sync
+        if step % DIVERGENCE_CHECK_EVERY == 0:
+            _check_finite(loss_sum, epoch, step)
+        if progress and step % PROGRESS_EVERY == 0:
             bar.set_postfix(
-                loss=f"{_finite_mean_loss(loss_sum, images, epoch):.3f}",
+                loss=f"{loss_sum.item() / images:.3f}",
                 top1_err=f"{wrong.item() / images:.3f}",
                 img_s=f"{images / (time.perf_counter() - start):.0f}",
                 lr=f"{optimizer.param_groups[0]['lr']:.0e}",
             )
-    seconds = time.perf_counter() - start
     if images == 0:
         raise DataError("no readable training images in this epoch")
+    _check_finite(loss_sum, epoch, step)
+    seconds = time.perf_counter() - start
     return {
-        "loss": _finite_mean_loss(loss_sum, images, epoch),
+        "loss": loss_sum.item() / images,
         "top1_error": wrong.item() / images,
         "images_per_s": images / seconds,
         "seconds": seconds,
@@ -250,13 +276,14 @@ def _fit(
         records = []
     write_text_atomically(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
     write_text_atomically(run_dir / "recipe.json", recipe.to_json())
-    step_model = torch.compile(model) if recipe.run.compile else model
+    placement.prepare()
+    step_model = placement.step_model(model)
     log.info(
         "training %s AlexNet (%s parameters) on %s%s, %d classes, %d train / %d val images",
         recipe.model.variant,
         f"{sum(p.numel() for p in model.parameters()):,}",
         placement.device,
-        " (bf16, channels_last)" if placement.bf16 and placement.channels_last else "",
+        placement.description,
         len(splits.classes),
         len(train_set),
         len(val_set),

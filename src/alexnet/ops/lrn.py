@@ -49,12 +49,24 @@ def _padded_buffer(like: Tensor, size: int, dtype: torch.dtype) -> tuple[Tensor,
 
 
 def _window_sum(padded: Tensor, channels: int, size: int) -> Tensor:
-    """Σ of the `size` channels centred on each channel, from the zero-padded buffer."""
-    if size == 1:
-        return padded.clone()
-    total = padded[:, :channels] + padded[:, 1 : channels + 1]
-    for shift in range(2, size):
-        total += padded[:, shift : shift + channels]
+    """Σ of the `size` channels centred on each channel, from the zero-padded buffer.
+
+    By doubling: sums of 1, 2, 4, ... adjacent channels, each from the one before in one add,
+    combined by the binary digits of `size` (5 = 4 + 1: three adds of the buffer, not four).
+    """
+    parts, offset = [], 0  # views whose sum is the window sum
+    run, width = padded, 1  # run[:, i] = Σ padded[:, i : i + width]
+    while True:
+        if size & width:
+            parts.append(run[:, offset : offset + channels])
+            offset += width
+        if 2 * width > size:
+            break
+        run = run[:, :-width] + run[:, width:]
+        width *= 2
+    total = parts[0] + parts[1] if len(parts) > 1 else parts[0].clone()
+    for part in parts[2:]:
+        total += part
     return total
 
 
@@ -70,7 +82,8 @@ def forward_torch(x: Tensor, size: int, alpha: float, beta: float, k: float):
     x_wide = x.to(arithmetic_dtype(x.dtype))
     padded, squares = _padded_buffer(x, size, x_wide.dtype)
     torch.mul(x_wide, x_wide, out=squares)
-    s = _window_sum(padded, x.shape[1], size).mul_(alpha).add_(k)
+    window = _window_sum(padded, x.shape[1], size)
+    s = torch.add(torch.tensor(k, dtype=window.dtype), window, alpha=alpha, out=window)
     return inverse_power(s, beta).mul_(x_wide).to(x.dtype), s
 
 

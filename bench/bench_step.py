@@ -1,0 +1,165 @@
+"""Training-step throughput of the paper's net against torchvision's layout ("owt"), in the
+configuration training uses on the device, and LRN alone against `F.local_response_norm`.
+
+The step is `train.training_step` with the paper's SGD and the `paper` recipe's placement: on
+CUDA bf16 autocast, channels_last, `torch.compile` and cuDNN's autotuner; on the CPU float32 and
+the allocator setting training uses there (`device.keep_freed_memory`). Variants run in rounds,
+each round timing a few steps of every variant in turn, so a noisy machine slows all alike.
+Prints images/s and the ratio to owt (on CUDA also each variant's peak memory), then LRN's
+forward + backward at conv1's and conv2's shapes, ours against torch's.
+
+    PYTHONPATH=src python3 bench/bench_step.py [--batch-size N] [--rounds N] [--device cpu|cuda]
+        [--variants paper,owt,...] [--no-compile]
+
+Batch size: 32 on the CPU, the paper's 128 on CUDA (what training uses); try 1024 on a big GPU.
+"""
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from alexnet import AlexNet
+from alexnet.device import Placement
+from alexnet.model import LocalResponseNorm, TowerConv2d
+from alexnet.optim import PaperSGD
+from alexnet.recipe import preset
+from alexnet.train import training_step
+
+VARIANTS = {
+    "paper": dict(variant="paper"),
+    "paper-groups": dict(variant="paper"),  # towers as one grouped convolution (CUDA: split)
+    "paper-no-lrn": dict(variant="paper", lrn="off"),
+    "one-tower": dict(variant="one-tower"),
+    "owt": dict(variant="owt"),  # the reference
+}
+LRN_SHAPES = {"conv1": (96, 55, 55), "conv2": (256, 27, 27)}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build(name: str, placement: Placement):
+    model = placement.model(AlexNet(**VARIANTS[name]))
+    if name == "paper-groups":
+        for layer in model.modules():
+            if isinstance(layer, TowerConv2d):
+                layer.split = False
+    return placement.step_model(model), PaperSGD(model.parameters(), lr=0.01)
+
+
+def time_steps(name, steps, placement, images, labels, count) -> tuple[float, float]:
+    """Seconds for `count` training steps, and the peak memory they added (MiB, CUDA only)."""
+    model, optimizer = steps[name]
+    device = placement.device
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    start = time.perf_counter()
+    for _ in range(count):
+        training_step(model, optimizer, images, labels, placement)
+    synchronize(device)
+    seconds = time.perf_counter() - start
+    peak = torch.cuda.max_memory_allocated(device) - before if device.type == "cuda" else 0
+    return seconds, peak / 2**20
+
+
+def bench_steps(args, placement: Placement) -> None:
+    torch.manual_seed(0)
+    images = torch.randn(args.batch_size, 3, 224, 224) * 50  # the paper's raw-pixel scale
+    labels = torch.randint(0, 1000, (args.batch_size,))
+    steps = {name: build(name, placement) for name in args.variants}
+    for name in steps:  # warm-up: compilation, cuDNN's autotuning, first allocations
+        time_steps(name, steps, placement, images, labels, 2)
+    seconds = dict.fromkeys(steps, 0.0)
+    peaks = dict.fromkeys(steps, 0.0)
+    for _ in range(args.rounds):
+        for name in steps:
+            elapsed, peak = time_steps(name, steps, placement, images, labels, args.steps)
+            seconds[name] += elapsed
+            peaks[name] = max(peaks[name], peak)
+    rates = {name: args.rounds * args.steps * args.batch_size / s for name, s in seconds.items()}
+    reference = rates.get("owt")
+    on_cuda = placement.device.type == "cuda"
+    print(
+        f"{'variant':<14}{'images/s':>10}{'vs owt':>9}" + (f"{'peak MiB':>10}" if on_cuda else "")
+    )
+    for name, rate in rates.items():
+        ratio = f"{rate / reference:>8.2f}x" if reference else f"{'-':>9}"
+        memory = f"{peaks[name]:>10.0f}" if on_cuda else ""
+        print(f"{name:<14}{rate:>10.1f}{ratio}{memory}")
+
+
+def bench_lrn(args, placement: Placement) -> None:
+    """LRN forward + backward alone: ours (the custom op) against F.local_response_norm."""
+    dtype = torch.bfloat16 if placement.bf16 else torch.float32
+    ours = LocalResponseNorm()  # the paper's convention: torch's α is n times ours
+
+    def torch_lrn(x):
+        return F.local_response_norm(x, 5, alpha=5e-4, beta=0.75, k=2.0)
+
+    print(f"\nLRN forward + backward, batch {args.batch_size}, {dtype}:")
+    print(f"{'layer':<8}{'ours ms':>9}{'torch ms':>10}{'speed-up':>10}")
+    for layer, shape in LRN_SHAPES.items():
+        x = torch.rand(args.batch_size, *shape, dtype=dtype, device=placement.device) * 60
+        x = x.contiguous(memory_format=placement.memory_format)
+        upstream = torch.randn_like(x)
+        milliseconds = {}
+        for name, function in [("ours", ours), ("torch", torch_lrn)]:
+            for repeat in range(args.rounds + 1):  # the first is a warm-up
+                inputs = x.detach().requires_grad_()
+                synchronize(placement.device)
+                start = time.perf_counter()
+                function(inputs).backward(upstream)
+                synchronize(placement.device)
+                elapsed = 1000 * (time.perf_counter() - start)
+                if repeat:
+                    milliseconds[name] = min(milliseconds.get(name, elapsed), elapsed)
+        speed_up = milliseconds["torch"] / milliseconds["ours"]
+        print(
+            f"{layer:<8}{milliseconds['ours']:>9.2f}{milliseconds['torch']:>10.2f}{speed_up:>9.2f}x"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--batch-size", type=int, help="default: 32 on the CPU, 128 on CUDA")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default: 3)")
+    parser.add_argument("--steps", type=int, help="steps per variant per round (CPU 2, CUDA 20)")
+    parser.add_argument(
+        "--variants",
+        help=f"comma-separated, from {', '.join(VARIANTS)} (default: paper, paper-no-lrn, owt; "
+        "on CUDA also paper-groups)",
+    )
+    parser.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")
+    args = parser.parse_args()
+    run = preset("paper").run
+    run.compile = not args.no_compile
+    placement = Placement.for_run(run, args.device)
+    placement.prepare()
+    on_cuda = placement.device.type == "cuda"
+    args.batch_size = args.batch_size or (128 if on_cuda else 32)
+    args.steps = args.steps or (20 if on_cuda else 2)
+    default = ["paper", "paper-no-lrn", "owt"] + (["paper-groups"] if on_cuda else [])
+    args.variants = args.variants.split(",") if args.variants else default
+    unknown = set(args.variants) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
+    print(
+        f"device {placement.device}{placement.description}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, batch {args.batch_size}, 224 px, "
+        f"{args.rounds} rounds of {args.steps} steps per variant"
+    )
+    bench_steps(args, placement)
+    bench_lrn(args, placement)
+
+
+if __name__ == "__main__":
+    main()
