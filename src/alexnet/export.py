@@ -71,6 +71,7 @@ def write_safetensors(state: dict[str, Any], path: Path | str) -> None:
 
 
 def _metadata(state: dict[str, Any]) -> dict[str, str]:
+    """The safetensors metadata (the module's docstring); ONNX keeps part of it."""
     recipe = checkpoint.recipe_of(state)
     stats = DataStats.from_state_dict(state["data_stats"])
     scale = "divided by channel_std" if recipe.data.input_scale == "standardised" else "raw"
@@ -177,12 +178,13 @@ def import_torchvision(weights: Path | str, run_dir: Path | str) -> dict[str, An
     if (run_dir / "last.pt").exists() or (run_dir / "best.pt").exists():
         raise ExportError(f"{run_dir} already holds a run; choose another --out")
     torchvision = AlexNet_Weights.IMAGENET1K_V1
+    transforms = torchvision.transforms()  # ImageClassification: resize, crop, mean, std
     state = {
         "model": _read_state_dict(weights),
-        "recipe": _torchvision_recipe(torchvision.transforms()).to_dict(),
+        "recipe": _torchvision_recipe(transforms).to_dict(),
         "classes": list(torchvision.meta["categories"]),
         "epoch": 0,
-        "data_stats": _torchvision_stats(torchvision.transforms()).state_dict(),
+        "data_stats": _torchvision_stats(transforms).state_dict(),
         "imported_from": str(weights.resolve()),
         "path": str(weights),
     }
