@@ -160,7 +160,9 @@ def test_the_installed_command_has_no_traceback(tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "predict", "demo"])
+@pytest.mark.parametrize(
+    "command", ["train", "eval", "predict", "export", "import-torchvision", "demo"]
+)
 def test_every_command_explains_itself(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -243,10 +245,12 @@ def test_predict_names_what_it_cannot_find(trained_run, photos, tmp_path, capsys
     missing = tmp_path / "missing.jpg"
     assert main(["predict", str(trained_run), str(photos), str(missing)]) == 2
     assert one_error_line(capsys) == f"alexnet: error: {missing}: no such file or folder"
-    exported = tmp_path / "model.safetensors"
+    exported = tmp_path / "model.onnx"
     exported.write_bytes(b"{}")
     assert main(["predict", str(exported), str(photos)]) == 2
-    assert "is neither a run folder nor a .pt checkpoint" in one_error_line(capsys)
+    assert "is neither a run folder, a .pt checkpoint" in one_error_line(capsys)
+    assert main(["predict", str(exported.rename(exported.with_suffix(".safetensors"))), "x"]) == 2
+    assert "is not a readable safetensors file" in one_error_line(capsys)
 
 
 def test_eval_on_data_with_other_classes(trained_run, tmp_path, capsys):

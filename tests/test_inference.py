@@ -66,10 +66,12 @@ def test_paths_pil_images_and_tensors_are_the_same_image(run, tmp_path):
 
 
 def test_what_load_and_predict_refuse(run, tmp_path):
-    exported = tmp_path / "model.safetensors"
+    exported = tmp_path / "model.onnx"
     exported.write_bytes(b"{}")
-    with pytest.raises(checkpoint.CheckpointError, match="neither a run folder nor a .pt"):
+    with pytest.raises(checkpoint.CheckpointError, match="neither a run folder, a .pt"):
         load(exported)
+    with pytest.raises(checkpoint.CheckpointError, match="not a readable safetensors file"):
+        load(exported.rename(tmp_path / "model.safetensors"))
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint at"):
         load(tmp_path / "missing.safetensors")
     net = load(run)

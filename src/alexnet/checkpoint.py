@@ -70,6 +70,12 @@ def load(path: Path | str, *, prefer: str = "last.pt") -> dict[str, Any]:
             str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         )
         raise CheckpointError(f"{path} is not a readable checkpoint: {first_line}") from None
+    return checked(state, path)
+
+
+def checked(state: Any, path: Path | str) -> dict[str, Any]:
+    """`state` with `state["path"]` set, once it holds every REQUIRED_KEY and a readable recipe;
+    also for networks read from other formats (export.py)."""
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise CheckpointError(f"{path} is not an alexnet checkpoint (no {', '.join(missing)})")

@@ -1,4 +1,4 @@
-"""The command line: `alexnet train`, `alexnet eval`, `alexnet predict`, `alexnet demo`.
+"""The command line: `alexnet train`, `eval`, `predict`, `export`, `import-torchvision`, `demo`.
 
 Each subcommand parses its arguments and calls the library. Errors a person can cause (a
 missing path, a folder without images, a bad `--set`, an unknown recipe, a checkpoint that is
@@ -21,8 +21,14 @@ from alexnet.data import DataError, open_splits
 from alexnet.data.folder import find_image_files
 from alexnet.device import DeviceError
 from alexnet.evaluate import evaluate_checkpoint
+from alexnet.export import ExportError, import_torchvision, write_onnx, write_safetensors
 from alexnet.files import write_text_atomically
-from alexnet.inference import load, write_predictions_csv, write_predictions_json
+from alexnet.inference import (
+    load,
+    read_saved_network,
+    write_predictions_csv,
+    write_predictions_json,
+)
 from alexnet.recipe import PRESETS, Recipe, RecipeError, apply_overrides, preset
 from alexnet.train import RunError, TrainingDiverged, fit
 
@@ -171,6 +177,27 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+EXPORTERS = {"safetensors": write_safetensors, "onnx": write_onnx}
+
+
+def _export(args: argparse.Namespace) -> int:
+    state = read_saved_network(Path(args.target))
+    path = Path(state["path"])
+    out = Path(args.out) if args.out else path.with_suffix(f".{args.format}")
+    EXPORTERS[args.format](state, out)
+    print(f"written: {out} ({out.stat().st_size / 1e6:.1f} MB, {args.format}, from {path})")
+    return 0
+
+
+def _import_torchvision(args: argparse.Namespace) -> int:
+    run_dir = Path(args.out or Path("runs") / f"torchvision-{time.strftime('%Y%m%d-%H%M%S')}")
+    import_torchvision(args.weights, run_dir)
+    print(f"run folder: {run_dir}  (recipe.json, best.pt, last.pt: torchvision's preprocessing)")
+    print(f"evaluate:   alexnet eval {run_dir} --data /data/ILSVRC2012 --ten-crop")
+    print(f"predict:    alexnet predict {run_dir} IMAGE...")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     recipe = preset("digits")
     if args.epochs:
@@ -279,6 +306,35 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(predict)
     predict.set_defaults(handler=_predict)
 
+    export = commands.add_parser(
+        "export",
+        help="write a network as safetensors or ONNX",
+        description="Write a run's network (its best.pt, or a given checkpoint or .safetensors "
+        "file) as safetensors (weights, class names, options and preprocessing, mean image "
+        "included; `alexnet.load` and `alexnet predict` read it back) or as ONNX (LRN as ONNX's "
+        "own LRN operator, a dynamic batch dimension; needs the onnx extra).",
+    )
+    export.add_argument(
+        "target", metavar="RUN_DIR_OR_CHECKPOINT", help="a run folder uses its best.pt"
+    )
+    export.add_argument("--format", choices=list(EXPORTERS), required=True, help="file format")
+    export.add_argument(
+        "--out", metavar="FILE", help="where to write it (default: the checkpoint's name, .FORMAT)"
+    )
+    export.set_defaults(handler=_export)
+
+    importer = commands.add_parser(
+        "import-torchvision",
+        help="make a run folder of torchvision's alexnet weights",
+        description="Turn a torchvision.models.alexnet state_dict file (e.g. the IMAGENET1K_V1 "
+        "weights, downloaded by you) into a run folder that eval and predict use: the owt "
+        "variant, the 1000 ImageNet class names, torchvision's preprocessing for those weights "
+        "(shorter side 256, centre crop 224, ImageNet mean and std). Nothing is downloaded.",
+    )
+    importer.add_argument("weights", metavar="WEIGHTS.pth", help="a state_dict saved by torch.save")
+    importer.add_argument("--out", help="run folder (default: runs/torchvision-DATE-TIME)")
+    importer.set_defaults(handler=_import_torchvision)
+
     demo = commands.add_parser(
         "demo",
         help="train the digits recipe and show how to evaluate and predict",
@@ -297,7 +353,14 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging()
     try:
         return args.handler(args)
-    except (RecipeError, DataError, DeviceError, checkpoint.CheckpointError, RunError) as error:
+    except (
+        RecipeError,
+        DataError,
+        DeviceError,
+        checkpoint.CheckpointError,
+        RunError,
+        ExportError,
+    ) as error:
         print(f"alexnet: error: {error}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:

@@ -1,9 +1,10 @@
 """A trained network ready to use: classify images (§6, Figure 4) and embed them (§6.1).
 
-`load(path)` reads a run folder (its best.pt), best.pt or last.pt and gives a `TrainedNetwork`:
-the model on a device, the checkpoint's own test-time preprocessing (`eval_transform`: §2 shorter
-side to the recipe's image size, mean image subtracted, centre crop or ten crops (§4.1), divided
-by the channel std when the recipe standardises) and its class names. `predict`, `probabilities`
+`load(path)` reads a run folder (its best.pt), best.pt, last.pt or a .safetensors export and
+gives a `TrainedNetwork`: the model on a device, the checkpoint's own test-time preprocessing
+(`eval_transform`: §2 shorter side to the recipe's image size, mean image subtracted, centre crop
+or ten crops (§4.1), divided by the channel std when the recipe standardises) and its class
+names. `predict`, `probabilities`
 and `embed` take paths, PIL images or uint8 tensors (3, H, W) and run them in batches;
 `predict_files` does the same for many files with loader workers, skipping an unreadable file
 with a warning that names it, as training does; `write_predictions_csv` and `_json` keep the
@@ -44,6 +45,7 @@ from alexnet.data.decode import read_rgb, to_rgb
 from alexnet.data.transforms import Pipeline
 from alexnet.device import Placement
 from alexnet.evaluate import class_probabilities
+from alexnet.export import read_safetensors
 from alexnet.files import write_text_atomically
 
 ImageLike = str | os.PathLike | Image.Image | torch.Tensor  # one image, as predict takes it
@@ -62,7 +64,8 @@ class Prediction(NamedTuple):
 def load(
     path: str | os.PathLike, *, device: str = "auto", batch_size: int | None = None
 ) -> TrainedNetwork:
-    """The network saved at `path`: a run folder (its best.pt), best.pt or last.pt.
+    """The network saved at `path`: a run folder (its best.pt), best.pt, last.pt or a
+    .safetensors file that `alexnet export` wrote.
 
     device: auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N. batch_size: images
     per forward pass (default: the batch size the network was trained with).
@@ -71,13 +74,17 @@ def load(
 
 
 def read_saved_network(path: Path) -> dict[str, Any]:
-    """The checkpoint dict behind `path`; the one place where another saved format would join."""
+    """The checkpoint dict behind `path`: a run folder, a .pt checkpoint or a .safetensors file
+    that `alexnet export` wrote; the one place where another saved format would join."""
     if path.is_dir() or path.suffix == ".pt":
         return checkpoint.load(path, prefer="best.pt")
     if not path.exists():
         raise checkpoint.CheckpointError(f"no checkpoint at {path}")
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
     raise checkpoint.CheckpointError(
-        f"{path} is neither a run folder nor a .pt checkpoint (best.pt, last.pt)"
+        f"{path} is neither a run folder, a .pt checkpoint (best.pt, last.pt) nor a .safetensors "
+        "export"
     )
 
 

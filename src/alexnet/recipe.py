@@ -68,6 +68,7 @@ class RunRecipe:
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
     compile: bool = True  # torch.compile the model on CUDA (ignored on CPU: no speed-up there)
+    tensorboard: bool = False  # also log each epoch to run_dir/tensorboard (the tensorboard extra)
 
 
 @dataclass

@@ -3,7 +3,8 @@
 `fit(recipe, run_dir)` trains a network from a recipe and writes everything a run keeps into one
 folder: `recipe.json`, `metrics.jsonl` (one JSON object per epoch), `last.pt` every epoch,
 `best.pt` on the best validation top-1 error, `curves.png`, `conv1.png` (Figure 3) and
-`train.log`. `fit(..., resume_from=checkpoint.load(run_dir))` continues a run.
+`train.log` (and `tensorboard/` with `run.tensorboard=true`).
+`fit(..., resume_from=checkpoint.load(run_dir))` continues a run.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from alexnet.files import write_text_atomically
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, plateau_schedule
 from alexnet.recipe import Recipe, RecipeError
+from alexnet.tensorboard_log import Board, open_board
 
 log = logging.getLogger("alexnet")
 
@@ -212,12 +214,14 @@ def fit(
     if resume_from is not None:
         _check_resumable(resume_from, recipe, run_dir)
     placement = Placement.for_run(recipe.run)
+    board = open_board(run_dir, recipe.run.tensorboard)  # no TensorBoard: nothing written yet
     splits = open_splits(recipe.data, download=download)  # bad data: nothing written yet
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log_file(run_dir)
     try:
-        return _fit(recipe, run_dir, splits, resume_from, placement, progress)
+        return _fit(recipe, run_dir, splits, resume_from, placement, progress, board)
     finally:
+        board.close()
         log.removeHandler(handler)
         handler.close()
 
@@ -229,6 +233,7 @@ def _fit(
     saved: dict | None,
     placement: Placement,
     progress: bool,
+    board: Board,
 ) -> dict[str, Any]:
     workers = recipe.run.workers  # -1: one per core, resolved where each loader is made
     log.info("data: %s", splits.description)
@@ -340,6 +345,7 @@ def _fit(
         plot_conv1(
             model.learned_layers()["conv1"].weight, model.conv1_towers(), run_dir / "conv1.png"
         )
+        board.log_epoch(record, model)
         log.info(
             "epoch %d/%d  lr %.0e  train loss %.4f top-1 err %.2f%%  val loss %.4f "
             "top-1 err %.2f%% top-5 err %.2f%%  %.0f img/s  %.0f s  skipped %d%s",
