@@ -1,5 +1,7 @@
 """The paper's SGD against its update rule by hand and against torch's SGD; the plateau schedule."""
 
+import copy
+
 import pytest
 import torch
 
@@ -54,10 +56,60 @@ def test_every_parameter_follows_the_rule_and_one_without_gradient_is_left_alone
         for i, ((w, v), g) in enumerate(zip(expected, grads, strict=True)):
             v = 0.9 * v - 0.0005 * 0.01 * w - 0.01 * g
             expected[i] = (w + v, v)
-    for w, (want, _) in zip(weights, expected, strict=True):
+    buffer_lr = optimizer.param_groups[0]["buffer_lr"]
+    for w, (want, want_velocity) in zip(weights, expected, strict=True):
         assert torch.allclose(w.detach(), want, rtol=0, atol=1e-7)
+        velocity = -buffer_lr * optimizer.state[w]["momentum_buffer"]  # v = −ε·b
+        assert torch.allclose(velocity, want_velocity, rtol=0, atol=1e-8)
     assert torch.equal(frozen.detach(), frozen_before) and frozen not in optimizer.state
-    assert set(optimizer.state_dict()["state"][0]) == {"velocity"}  # the checkpoints' layout
+
+
+class _Run:
+    """Two weight tensors trained by PaperSGD on seeded random gradients."""
+
+    def __init__(self, state_dict=None, weights=None, generator_state=None):
+        self.generator = torch.Generator().manual_seed(1)
+        if generator_state is not None:
+            self.generator.set_state(generator_state)
+        start = weights or [torch.ones(4, 3), torch.ones(5)]
+        self.weights = [w.clone().requires_grad_() for w in start]
+        self.optimizer = PaperSGD(self.weights, lr=0.01)
+        if state_dict is not None:
+            self.optimizer.load_state_dict(state_dict)
+
+    def steps(self, lrs):
+        for lr in lrs:
+            self.optimizer.param_groups[0]["lr"] = lr
+            for w in self.weights:
+                w.grad = torch.randn(w.shape, generator=self.generator)
+            self.optimizer.step()
+        return self
+
+    def saved(self):
+        """What a checkpoint keeps: the optimizer state, the weights, the gradient stream."""
+        weights = [w.detach().clone() for w in self.weights]
+        return copy.deepcopy(self.optimizer.state_dict()), weights, self.generator.get_state()
+
+
+def test_a_saved_state_resumes_bit_for_bit_across_an_lr_drop():
+    run = _Run().steps([0.01, 0.01])
+    state, weights, generator_state = run.saved()
+    straight = run.steps([0.001, 0.001]).weights
+    resumed = _Run(state, weights, generator_state).steps([0.001, 0.001]).weights
+    for a, b in zip(resumed, straight, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_state_holding_the_papers_velocity_loads_as_the_same_optimizer():
+    run = _Run().steps([0.01, 0.01, 0.005])
+    state, weights, generator_state = run.saved()
+    straight = run.steps([0.001]).weights
+    buffer_lr = state["param_groups"][0].pop("buffer_lr")
+    for values in state["state"].values():  # the layout checkpoints had before: v itself
+        values["velocity"] = -buffer_lr * values.pop("momentum_buffer")
+    from_velocity = _Run(state, weights, generator_state).steps([0.001]).weights
+    for a, b in zip(from_velocity, straight, strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-7)
 
 
 def test_agrees_with_torch_sgd_while_lr_is_constant():

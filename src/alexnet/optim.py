@@ -19,7 +19,15 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 
 class PaperSGD(torch.optim.Optimizer):
-    """SGD with momentum and weight decay exactly as §5 writes it (ε inside the velocity)."""
+    """SGD with momentum and weight decay exactly as §5 writes it (ε inside the velocity).
+
+    It runs as torch's fused SGD kernel (one pass over weights, gradients and buffers) on the
+    buffer b = −v/ε: b ← 0.9·b + (∂L/∂w + 0.0005·w), w ← w − ε·b is the paper's rule term for
+    term while ε holds. When ε changes the paper keeps v, so before the next step every buffer
+    is rescaled by ε_old/ε_new (torch's own SGD keeps b instead: the difference tested in
+    tests/test_optim.py). The state holds b ("momentum_buffer") and, per group, the ε it is
+    scaled for ("buffer_lr"): v = −buffer_lr·b. A state with the paper's "velocity" loads too.
+    """
 
     def __init__(
         self,
@@ -34,32 +42,58 @@ class PaperSGD(torch.optim.Optimizer):
                 f"got lr={lr}, momentum={momentum}, weight_decay={weight_decay}"
             )
         super().__init__(params, dict(lr=lr, momentum=momentum, weight_decay=weight_decay))
+        self.register_load_state_dict_pre_hook(_velocity_to_buffer)
 
     @torch.no_grad()
     def step(self, closure=None):  # noqa: ANN001 - torch's Optimizer signature
-        """One update of every parameter with a gradient, as multi-tensor (`_foreach`) operations:
-        one kernel per operation for all parameters on CUDA, the same arithmetic as per tensor."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            lr, momentum, weight_decay = group["lr"], group["momentum"], group["weight_decay"]
+            self._keep_velocity_across_lr_change(group)
             weights = [w for w in group["params"] if w.grad is not None]
-            if not weights:
-                continue
-            velocities = [self._velocity(w) for w in weights]
-            torch._foreach_mul_(velocities, momentum)  # 0.9·v
-            torch._foreach_add_(velocities, weights, alpha=-weight_decay * lr)  # − 0.0005·ε·w
-            torch._foreach_add_(velocities, [w.grad for w in weights], alpha=-lr)  # − ε·∂L/∂w
-            torch._foreach_add_(weights, velocities)  # w ← w + v
+            by_device_and_dtype: dict[tuple, list[torch.Tensor]] = {}
+            for weight in weights:
+                by_device_and_dtype.setdefault((weight.device, weight.dtype), []).append(weight)
+            for same in by_device_and_dtype.values():
+                torch._fused_sgd_(
+                    same,
+                    [w.grad for w in same],
+                    [self._buffer(w) for w in same],
+                    weight_decay=group["weight_decay"],
+                    momentum=group["momentum"],
+                    lr=group["lr"],
+                    dampening=0.0,
+                    nesterov=False,
+                    maximize=False,
+                    is_first_step=False,  # buffers start at zero: 0.9·0 + g is the first step
+                )
         return loss
 
-    def _velocity(self, weight: torch.Tensor) -> torch.Tensor:
+    def _keep_velocity_across_lr_change(self, group: dict) -> None:
+        scaled_for = group.setdefault("buffer_lr", group["lr"])
+        if scaled_for != group["lr"]:
+            buffers = [self.state[w]["momentum_buffer"] for w in group["params"] if w in self.state]
+            if buffers:
+                torch._foreach_mul_(buffers, scaled_for / group["lr"])
+            group["buffer_lr"] = group["lr"]
+
+    def _buffer(self, weight: torch.Tensor) -> torch.Tensor:
         state = self.state[weight]
-        if "velocity" not in state:
-            state["velocity"] = torch.zeros_like(weight)
-        return state["velocity"]
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = torch.zeros_like(weight)
+        return state["momentum_buffer"]
+
+
+def _velocity_to_buffer(optimizer: PaperSGD, state_dict: dict) -> None:
+    """A state saved with the paper's velocity v (no "momentum_buffer"): b = −v/ε."""
+    for group in state_dict["param_groups"]:
+        for index in group["params"]:
+            state = state_dict["state"].get(index, {})
+            if "velocity" in state:
+                state["momentum_buffer"] = state.pop("velocity") / -group["lr"]
+                group["buffer_lr"] = group["lr"]
 
 
 def plateau_schedule(
