@@ -216,3 +216,27 @@ def test_embed_returns_fc7_activations():
         assert (features >= 0).all()  # after fc7's ReLU
         fc8 = model.learned_layers()["fc8"]
         assert torch.allclose(fc8(features), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("variant", ["paper", "one-tower"])
+def test_small_inputs_take_fc6_on_summed_weights_with_the_same_values_and_gradients(variant):
+    """At 64 px conv5's pooled map is 1×1; fc6 on its weights summed over the 36 cells the pool
+    would fill must give the pooled path's logits and every parameter's gradient (dropout on,
+    the same masks from the same seed)."""
+    model = AlexNet(num_classes=10, variant=variant, init="kaiming").train()
+    x = torch.randn(3, 3, 64, 64)
+    assert model.features(x).shape[-2:] == (1, 1)
+    results = []
+    for through_pool in (False, True):
+        model.zero_grad()
+        torch.manual_seed(1)
+        if through_pool:  # the plain path: pool to 6×6, then the classifier as built
+            logits = model.classifier(torch.flatten(model.avgpool(model.features(x)), 1))
+        else:
+            logits = model(x)
+        logits.square().sum().backward()
+        results.append((logits, [p.grad.clone() for p in model.parameters()]))
+    (fast, fast_grads), (plain, plain_grads) = results
+    assert torch.allclose(fast, plain, rtol=1e-5, atol=1e-5)
+    for got, expected in zip(fast_grads, plain_grads, strict=True):
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * expected.abs().max())

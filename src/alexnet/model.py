@@ -218,10 +218,27 @@ class AlexNet(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The fc7 activations (B, 4096): the last hidden layer used for retrieval (§6.1)."""
         self._check_input(x)
-        x = torch.flatten(self.avgpool(self.features(x)), 1)  # (B, 9216)
-        for index in range(self._fc7_end):
+        x = self.features(x)  # (B, 256, h, w)
+        first = 0
+        if x.shape[-2:] == (1, 1) and isinstance(self.classifier[0], nn.Linear):
+            x, first = self._fc6_of_one_cell(x), 1  # (B, 4096), before fc6's activation
+        else:
+            x = torch.flatten(self.avgpool(x), 1)  # (B, 9216)
+        for index in range(first, self._fc7_end):
             x = self.classifier[index](x)
         return x  # (B, 4096)
+
+    def _fc6_of_one_cell(self, x: torch.Tensor) -> torch.Tensor:
+        """fc6 of a 1×1 map (inputs under ~95 px), which the 6×6 pool copies into all 36 cells.
+
+        fc6 then reads each channel 36 times, so it equals a layer with the sum of its weights
+        over the 36 cells: 36× fewer multiply-adds forward and backward, the same function and
+        parameters (the gradient reaches every cell's weight alike, as through the pool). Not
+        for a net with dropout before fc6 (owt), which would drop the 36 copies independently.
+        """
+        fc6 = self.classifier[0]
+        weight = fc6.weight.view(fc6.out_features, x.shape[1], -1).sum(dim=2)  # (4096, 256)
+        return F.linear(torch.flatten(x, 1), weight, fc6.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.embed(x)
