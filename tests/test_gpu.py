@@ -35,3 +35,37 @@ def test_training_step_in_bf16_channels_last_matches_float32():
         loss = F.cross_entropy(fast(batch).float(), labels)
     loss.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in fast.parameters())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_lrn_on_cuda_runs_triton_and_matches_the_cpu_path(dtype):
+    from alexnet.ops.lrn import lrn
+
+    x = (torch.rand(4, 96, 27, 27) * 60).to(dtype)
+    upstream = torch.randn(4, 96, 27, 27).to(dtype)
+    results = []
+    for device in ("cpu", "cuda"):
+        inputs = x.to(device).contiguous(memory_format=torch.channels_last).requires_grad_()
+        y, s = lrn(inputs, 5, 1e-4, 0.75, 2.0)
+        y.backward(upstream.to(device))
+        results.append((y.float().cpu(), s.cpu(), inputs.grad.float().cpu()))
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-2
+    for on_cpu, on_cuda in zip(*results, strict=True):
+        assert (on_cpu - on_cuda).abs().max() <= tolerance * on_cpu.abs().max()
+
+
+def test_compiled_training_steps_lower_the_loss_on_a_fixed_batch():
+    from alexnet.optim import PaperSGD
+    from alexnet.train import training_step
+
+    placement = Placement.for_run(RunRecipe())
+    assert placement.compile
+    placement.prepare()
+    torch.manual_seed(0)
+    model = placement.model(AlexNet(num_classes=10))
+    step_model, optimizer = placement.step_model(model), PaperSGD(model.parameters(), lr=0.01)
+    x, labels = torch.randn(16, 3, 224, 224) * 50, torch.randint(0, 10, (16,))
+    losses = torch.stack(
+        [training_step(step_model, optimizer, x, labels, placement)[0] for _ in range(8)]
+    )
+    assert torch.isfinite(losses).all() and losses[-1] < losses[0]
