@@ -8,7 +8,8 @@ import torch
 from alexnet import checkpoint
 from alexnet.cli import main
 from alexnet.recipe import RecipeError, apply_overrides, preset
-from alexnet.train import RunError, fit
+from alexnet.run_folder import RunError
+from alexnet.train import fit
 
 RUN_FILES = {
     "recipe.json",

@@ -23,7 +23,8 @@ from alexnet.device import DeviceError, Placement
 from alexnet.evaluate import evaluate_checkpoint, top_classes
 from alexnet.files import write_text_atomically
 from alexnet.recipe import PRESETS, Recipe, RecipeError, apply_overrides, preset
-from alexnet.train import RunError, TrainingDiverged, fit
+from alexnet.run_folder import RunError
+from alexnet.train import TrainingDiverged, fit
 
 log = logging.getLogger("alexnet")
 

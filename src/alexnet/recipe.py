@@ -68,6 +68,7 @@ class RunRecipe:
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the model
+    model_parallel: str = ""  # §3.2: "DEV_A,DEV_B" puts tower one on DEV_A, tower two on DEV_B
 
 
 @dataclass

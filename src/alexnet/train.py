@@ -3,7 +3,10 @@
 `fit(recipe, run_dir)` trains a network from a recipe and writes everything a run keeps into one
 folder: `recipe.json`, `metrics.jsonl` (one JSON object per epoch), `last.pt` every epoch,
 `best.pt` on the best validation top-1 error, `curves.png`, `conv1.png` (Figure 3) and
-`train.log`. `fit(..., resume_from=checkpoint.load(run_dir))` continues a run.
+`train.log`. `fit(..., resume_from=checkpoint.load(run_dir))` continues a run, also from the
+middle of an epoch. The pieces it calls live beside it: distributed.py (torchrun ranks),
+parallel.py (§3.2's two devices), preemption.py (SIGTERM, Ctrl-C), run_folder.py, checkpoint.py.
+The run ends after its epochs, or at the first plateau after ε was divided `max_drops` times (§5).
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import json
 import logging
 import math
 import random
+import signal
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,19 +41,38 @@ from alexnet.data import (
     open_splits,
     train_transform,
 )
+from alexnet.data.loader import derive_seed
+from alexnet.data.sources import absolute_source
 from alexnet.device import Placement
+from alexnet.distributed import Ranks, combine_figures, reduce_figures
 from alexnet.evaluate import evaluate
 from alexnet.figures import plot_conv1, plot_curves
 from alexnet.files import write_text_atomically
 from alexnet.model import AlexNet
-from alexnet.optim import PaperSGD, plateau_schedule
-from alexnet.recipe import Recipe, RecipeError
+from alexnet.optim import PaperSGD, plateau_ends_run, plateau_schedule
+from alexnet.parallel import (
+    input_device,
+    load_optimizer_state,
+    place_network,
+    single_device,
+    single_layout_optimizer_state,
+)
+from alexnet.preemption import StopRequest, stop_on_signals
+from alexnet.recipe import Recipe
+from alexnet.run_folder import (
+    RunError,
+    append_metrics,
+    attach_log_file,
+    check_resumable,
+    discard_unfinished,
+    read_metrics,
+    remove_temporaries,
+)
 
 log = logging.getLogger("alexnet")
 
 
-class RunError(ValueError):
-    """A run folder that cannot be used as asked (already holds a run, or holds none)."""
+PARTIAL_KEYS = ("loss", "top1_error", "images", "seconds", "skipped", "steps")  # mid-epoch
 
 
 class TrainingDiverged(RuntimeError):
@@ -67,10 +92,12 @@ def datasets(recipe: Recipe, splits: Splits, stats: DataStats):
     return train, val
 
 
-def _finite_mean_loss(loss_sum: torch.Tensor, images: int, epoch: int) -> float:
+def _finite_mean_loss(loss_sum: torch.Tensor, images: int, epoch: int, step: int) -> float:
     mean_loss = loss_sum.item() / images
     if not math.isfinite(mean_loss):
-        raise TrainingDiverged(f"loss became {mean_loss} in epoch {epoch}; try a lower optim.lr")
+        raise TrainingDiverged(
+            f"loss became {mean_loss} in epoch {epoch} at step {step}; try a lower optim.lr"
+        )
     return mean_loss
 
 
@@ -82,14 +109,21 @@ def train_one_epoch(
     *,
     epoch: int,
     progress: bool,
+    first_step: int = 0,
+    stop: Callable[[], bool] = lambda: False,
 ) -> dict[str, float | int]:
-    """One pass over the training batches; returns loss, top-1 error, images/s and skips."""
+    """One pass over the training batches; returns loss, top-1 error, images, images/s, skips.
+
+    first_step: the step the batches start at (a run resumed mid-epoch); `stop()` is asked
+    after every step, and true ends the pass there ("stopped", with "steps" done in the epoch).
+    """
     model.train()
     loss_sum = torch.zeros((), device=placement.device)
     wrong = torch.zeros((), device=placement.device, dtype=torch.long)
     images, skipped, start = 0, 0, time.perf_counter()
+    step, stopped, last_step = first_step - 1, False, first_step + len(batches) - 1
     bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
-    for step, (batch, labels, batch_skipped) in enumerate(bar):
+    for step, (batch, labels, batch_skipped) in enumerate(bar, start=first_step):
         skipped += batch_skipped
         if len(labels) == 0:
             continue
@@ -103,66 +137,29 @@ def train_one_epoch(
         loss_sum += loss.detach() * len(labels)
         wrong += (logits.detach().argmax(dim=1) != labels).sum()
         images += len(labels)
-        if step % 10 == 0 or step == len(bar) - 1:  # reading the GPU's figures costs a sync
+        if step % 10 == 0 or step == last_step:  # reading the GPU's figures costs a sync
             bar.set_postfix(
-                loss=f"{_finite_mean_loss(loss_sum, images, epoch):.3f}",
+                loss=f"{_finite_mean_loss(loss_sum, images, epoch, step):.3f}",
                 top1_err=f"{wrong.item() / images:.3f}",
                 img_s=f"{images / (time.perf_counter() - start):.0f}",
                 lr=f"{optimizer.param_groups[0]['lr']:.0e}",
             )
+        if stop():
+            stopped = step < last_step
+            break
     seconds = time.perf_counter() - start
-    if images == 0:
+    if images == 0 and not stopped:
         raise DataError("no readable training images in this epoch")
     return {
-        "loss": _finite_mean_loss(loss_sum, images, epoch),
-        "top1_error": wrong.item() / images,
+        "loss": _finite_mean_loss(loss_sum, images, epoch, step) if images else 0.0,
+        "top1_error": wrong.item() / images if images else 0.0,
+        "images": images,
         "images_per_s": images / seconds,
         "seconds": seconds,
         "skipped": skipped,
+        "steps": step + 1,
+        "stopped": stopped,
     }
-
-
-def _attach_log_file(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "train.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    log.addHandler(handler)
-    if log.level == logging.NOTSET:
-        log.setLevel(logging.INFO)
-    return handler
-
-
-def _read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
-    """The epochs a checkpoint covers; a line written after the last checkpoint is dropped."""
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r["epoch"] <= up_to_epoch]
-
-
-RESUMABLE = ("schedule.epochs", "run.")  # what a resumed run may change in its recipe
-
-
-def _check_resumable(saved: dict[str, Any], recipe: Recipe, run_dir: Path) -> None:
-    """A resumed run keeps its network, data and optimisation; only its length and run settings
-    (device, workers, ...) may change."""
-    checkpoint.ensure_variant(saved, recipe.model.variant)
-    before, after = Recipe.from_dict(saved["recipe"]).to_dict(), recipe.to_dict()
-    changed = [
-        f"{section}.{key}"
-        for section, values in after.items()
-        if isinstance(values, dict)
-        for key, value in values.items()
-        if value != before[section][key] and not f"{section}.{key}".startswith(RESUMABLE)
-    ]
-    if changed:
-        raise RecipeError(
-            f"a resumed run keeps its recipe: {', '.join(changed)} cannot change "
-            "(only schedule.epochs and run.* can)"
-        )
-    if saved["epoch"] >= recipe.schedule.epochs:
-        raise RunError(
-            f"{run_dir} has trained all {recipe.schedule.epochs} epochs; ask for more with --epochs"
-        )
 
 
 def fit(
@@ -176,57 +173,91 @@ def fit(
     """Train as the recipe says, writing the run folder; returns the last epoch's record.
 
     `resume_from` (the run's `last.pt`, as `checkpoint.load` reads it) continues the run: model,
-    optimizer, schedule, epoch and RNG states, so that stopping and resuming ends with the same
-    weights as one run. `download` lets a CIFAR-10 source fetch the data set if it is missing.
+    optimizer, schedule, epoch, step and RNG states, so that stopping and resuming ends with the
+    same weights as one run. `download` lets a CIFAR-10 source fetch the data set if it is
+    missing. The summary's "stopped" says where a SIGTERM or SIGINT stopped the run, if one did;
+    "finished" why the schedule ended it early.
     """
     run_dir = Path(run_dir)
     recipe.validate()
+    recipe.data.source = absolute_source(recipe.data.source)  # eval, --resume from elsewhere
     if resume_from is None and (run_dir / "last.pt").exists():
         raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir}")
     if resume_from is not None:
-        _check_resumable(resume_from, recipe, run_dir)
-    placement = Placement.for_run(recipe.run)
+        check_resumable(resume_from, recipe, run_dir)
+    ranks = Ranks.from_environment(recipe.run.device)
+    ranks.check_batch(recipe.optim.batch_size)
+    device = input_device(recipe.run.model_parallel) or ranks.device(recipe.run.device)
+    placement = Placement.for_run(recipe.run, device)
     splits = open_splits(recipe.data, download=download)  # bad data: nothing written yet
-    run_dir.mkdir(parents=True, exist_ok=True)
-    handler = _attach_log_file(run_dir)
+    created, handler = not run_dir.exists(), None
+    if ranks.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(run_dir)
+        handler = attach_log_file(run_dir)
+    else:
+        log.setLevel(logging.WARNING)  # rank 0 tells the story
     try:
-        return _fit(recipe, run_dir, splits, resume_from, placement, progress)
+        with stop_on_signals() as request:
+            run = _start(recipe, run_dir, splits, resume_from, placement, ranks, progress)
+            return _train(run, request, progress and ranks.is_main)
+    except OSError:
+        if created and ranks.is_main:
+            _close(handler)
+            discard_unfinished(run_dir)
+        raise
     finally:
+        _close(handler)
+
+
+def _close(handler: logging.Handler | None) -> None:
+    if handler is not None:
         log.removeHandler(handler)
         handler.close()
 
 
-def _fit(
-    recipe: Recipe,
-    run_dir: Path,
-    splits: Splits,
-    saved: dict | None,
-    placement: Placement,
-    progress: bool,
-) -> dict[str, Any]:
+@dataclass
+class _Run:
+    """What the epoch loop works on; built by `_start`."""
+
+    recipe: Recipe
+    run_dir: Path
+    ranks: Ranks
+    placement: Placement
+    classes: list[str]
+    stats: DataStats
+    network: nn.Module  # an AlexNet, or parallel.TwoTowers holding one's weights (§3.2)
+    step_model: nn.Module  # the network as trained: DistributedDataParallel, compiled
+    optimizer: PaperSGD
+    schedule: torch.optim.lr_scheduler.ReduceLROnPlateau
+    train_loader: Any
+    val_loader: Any
+    records: list[dict[str, Any]]
+    start_epoch: int = 1
+    start_step: int = 0
+    best_error: float = math.inf
+    partial: dict[str, Any] | None = None  # the figures of an epoch stopped midway
+
+
+def _start(recipe, run_dir, splits: Splits, saved, placement, ranks, progress) -> _Run:
+    """Data statistics, network, optimizer, schedule and loaders; a resumed run's state."""
     workers = recipe.run.workers  # -1: one per core, resolved where each loader is made
     log.info("data: %s", splits.description)
     if saved is not None:
         checkpoint.ensure_classes(saved, splits.classes, recipe.data.source)
         stats = DataStats.from_state_dict(saved["data_stats"])
     else:
-        stats = compute_stats(
-            splits.train,
-            recipe.data.image_size,
-            cache_dir=run_dir,
-            workers=workers,
-            progress=progress,
-        )
+        stats = _shared_stats(recipe, splits, run_dir, ranks, progress)
     train_set, val_set = datasets(recipe, splits, stats)
 
     seed_everything(recipe.run.seed)  # here, so the init does not depend on the stats cache
     if saved is not None:
-        model = checkpoint.build_model(saved, recipe)
+        network = checkpoint.build_model(saved, recipe)
     else:
-        model = AlexNet(len(splits.classes), **dataclasses.asdict(recipe.model))
-    model = placement.model(model)
+        network = AlexNet(len(splits.classes), **dataclasses.asdict(recipe.model))
+    network = place_network(network, recipe.run.model_parallel, placement, ranks)
     optimizer = PaperSGD(
-        model.parameters(),
+        network.parameters(),
         lr=recipe.optim.lr,
         momentum=recipe.optim.momentum,
         weight_decay=recipe.optim.weight_decay,
@@ -237,96 +268,187 @@ def _fit(
         patience=recipe.schedule.patience,
         max_drops=recipe.schedule.max_drops,
     )
-    metrics_path = run_dir / "metrics.jsonl"
-    start_epoch, best_error = 1, math.inf
+    step_model = ranks.wrap(network, placement.device)
+    step_model = torch.compile(step_model) if recipe.run.compile else step_model
+    # Each pass over a loader is the next epoch, seeded from (seed, epoch): see data/loader.py.
+    start_epoch = saved["epoch"] + 1 if saved is not None else 1
+    loader_options = dict(
+        workers=workers, seed=recipe.run.seed, device=placement.device, epoch=start_epoch,
+        rank=ranks.rank, world=ranks.world,
+    )  # fmt: skip
+    run = _Run(
+        recipe, run_dir, ranks, placement, list(splits.classes), stats, network, step_model,
+        optimizer, schedule,
+        make_loader(train_set, recipe.optim.batch_size, train=True, **loader_options),
+        make_loader(val_set, recipe.optim.batch_size, train=False, **loader_options),
+        records=[],
+    )  # fmt: skip
     if saved is not None:
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        checkpoint.restore_rng_states(saved["rng"])
-        start_epoch, best_error = saved["epoch"] + 1, saved["best_val_top1_error"]
-        records = _read_metrics(metrics_path, saved["epoch"])
-        log.info("resuming %s at epoch %d", run_dir, start_epoch)
-    else:
-        records = []
-    write_text_atomically(metrics_path, "".join(json.dumps(r) + "\n" for r in records))
-    write_text_atomically(run_dir / "recipe.json", recipe.to_json())
-    step_model = torch.compile(model) if recipe.run.compile else model
+        _restore(run, saved)
+    if ranks.is_main:
+        metrics = run_dir / "metrics.jsonl"
+        write_text_atomically(metrics, "".join(json.dumps(r) + "\n" for r in run.records))
+        write_text_atomically(run_dir / "recipe.json", recipe.to_json())
     log.info(
         "training %s AlexNet (%s parameters) on %s%s, %d classes, %d train / %d val images",
         recipe.model.variant,
-        f"{sum(p.numel() for p in model.parameters()):,}",
-        placement.device,
+        f"{sum(p.numel() for p in network.parameters()):,}",
+        _where(placement, ranks, recipe.run.model_parallel),
         " (bf16, channels_last)" if placement.bf16 and placement.channels_last else "",
         len(splits.classes),
         len(train_set),
         len(val_set),
     )
+    return run
 
-    # Each pass over a loader is the next epoch, seeded from (seed, epoch): see data/loader.py.
-    loader_options = dict(
-        workers=workers, seed=recipe.run.seed, device=placement.device, epoch=start_epoch
-    )
-    train_loader = make_loader(train_set, recipe.optim.batch_size, train=True, **loader_options)
-    val_loader = make_loader(val_set, recipe.optim.batch_size, train=False, **loader_options)
-    for epoch in range(start_epoch, recipe.schedule.epochs + 1):
-        lr = optimizer.param_groups[0]["lr"]
+
+def _where(placement: Placement, ranks: Ranks, model_parallel: str) -> str:
+    where = f"{model_parallel} (two towers, §3.2)" if model_parallel else str(placement.device)
+    if ranks.world > 1:
+        where += f" × {ranks.world} processes (DistributedDataParallel)"
+    return where
+
+
+def _shared_stats(recipe: Recipe, splits: Splits, run_dir: Path, ranks: Ranks, progress: bool):
+    """§2's mean image and RGB PCA, computed (and cached in the run folder) by rank 0 only."""
+    stats = None
+    if ranks.is_main:
+        stats = compute_stats(
+            splits.train,
+            recipe.data.image_size,
+            cache_dir=run_dir,
+            workers=recipe.run.workers,
+            progress=progress,
+        )
+    return DataStats.from_state_dict(ranks.share(stats.state_dict() if stats else None))
+
+
+def _restore(run: _Run, saved: dict[str, Any]) -> None:
+    """Continue where `saved` stopped: weights are in place; optimizer, schedule, RNG, step."""
+    load_optimizer_state(run.network, run.optimizer, saved["optimizer"])
+    run.schedule.load_state_dict(saved["schedule"])
+    checkpoint.restore_rng_states(saved["rng"])
+    run.start_epoch, run.best_error = saved["epoch"] + 1, saved["best_val_top1_error"]
+    run.start_step, run.partial = saved.get("step", 0), saved.get("partial")
+    run.train_loader.sampler.skip_steps = run.start_step
+    run.records = read_metrics(run.run_dir / "metrics.jsonl", saved["epoch"])
+    where = f" step {run.start_step}" if run.start_step else ""
+    log.info("resuming %s at epoch %d%s", run.run_dir, run.start_epoch, where)
+
+
+def _train(run: _Run, request: StopRequest, progress: bool) -> dict[str, Any]:
+    """The epoch loop (§5): train, validate, schedule, record, checkpoint; stop when asked."""
+    recipe, ranks = run.recipe, run.ranks
+    stop = (lambda: ranks.any(request.requested)) if ranks.world > 1 else lambda: request.requested
+    for epoch in range(run.start_epoch, recipe.schedule.epochs + 1):
+        if ranks.world > 1:  # dropout masks: another stream on each rank
+            torch.manual_seed(derive_seed(recipe.run.seed, epoch, run.start_step, ranks.rank))
+        lr = run.optimizer.param_groups[0]["lr"]
         trained = train_one_epoch(
-            step_model, optimizer, train_loader, placement, epoch=epoch, progress=progress
+            run.step_model, run.optimizer, run.train_loader, run.placement,
+            epoch=epoch, progress=progress, first_step=run.start_step, stop=stop,
+        )  # fmt: skip
+        trained = combine_figures(run.partial, reduce_figures(trained, ranks))
+        run.start_step, run.partial = 0, None
+        if trained["stopped"]:
+            _save(run, epoch - 1, step=trained["steps"], partial=trained)
+            return _stopped(run, request, epoch, trained["steps"])
+        validated = reduce_figures(evaluate(run.network, run.val_loader, run.placement), ranks)
+        ends = plateau_ends_run(run.schedule, validated["top1_error"])
+        run.schedule.step(validated["top1_error"])
+        improved = _record(run, epoch, lr, trained, validated)
+        finished = ends and "validation error stopped improving after ε was divided " + (
+            f"{recipe.schedule.max_drops} times (§5)"
         )
-        validated = evaluate(step_model, val_loader, placement)
-        schedule.step(validated["top1_error"])
-        record = {
-            "epoch": epoch,
-            "lr": lr,
-            "train_loss": trained["loss"],
-            "train_top1_error": trained["top1_error"],
-            "val_loss": validated["loss"],
-            "val_top1_error": validated["top1_error"],
-            "val_top5_error": validated["top5_error"],
-            "images_per_s": trained["images_per_s"],
-            "seconds": trained["seconds"],
-            "skipped": trained["skipped"] + validated["skipped"],
-        }
-        improved = validated["top1_error"] < best_error
-        best_error = min(best_error, validated["top1_error"])
-        # The metrics line first: a kill before the checkpoint replays this epoch on resume,
-        # and resuming drops the line again (_read_metrics), so no epoch is lost or doubled.
-        records.append(record)
-        with metrics_path.open("a") as file:
-            file.write(json.dumps(record) + "\n")
-        state = {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(),
-            "epoch": epoch,
-            "best_val_top1_error": best_error,
-            "val": {k: validated[k] for k in ("loss", "top1_error", "top5_error")},
-            "recipe": recipe.to_dict(),
-            "classes": list(splits.classes),
-            "data_stats": stats.state_dict(),
-            "rng": checkpoint.rng_states(),
-        }
-        checkpoint.save_atomically(state, run_dir / "last.pt")
-        if improved:
-            checkpoint.link_atomically(run_dir / "last.pt", run_dir / "best.pt")
-        plot_curves(records, run_dir / "curves.png")
-        plot_conv1(
-            model.learned_layers()["conv1"].weight, model.conv1_towers(), run_dir / "conv1.png"
+        _save(run, epoch, val=validated, improved=improved, finished=finished or None)
+        if finished:
+            log.info("stopped after epoch %d: %s", epoch, finished)
+            return {**run.records[-1], "best_val_top1_error": run.best_error, "finished": finished}
+        if stop() and epoch < recipe.schedule.epochs:
+            return _stopped(run, request, epoch + 1, 0)
+    return {**run.records[-1], "best_val_top1_error": run.best_error}
+
+
+def _record(run: _Run, epoch: int, lr: float, trained: dict, validated: dict) -> bool:
+    """The epoch's metrics line, log line and figures; True when validation error improved."""
+    record = {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": trained["loss"],
+        "train_top1_error": trained["top1_error"],
+        "val_loss": validated["loss"],
+        "val_top1_error": validated["top1_error"],
+        "val_top5_error": validated["top5_error"],
+        "images_per_s": trained["images_per_s"],
+        "seconds": trained["seconds"],
+        "skipped": trained["skipped"] + validated["skipped"],
+    }
+    improved = validated["top1_error"] < run.best_error
+    run.best_error = min(run.best_error, validated["top1_error"])
+    run.records.append(record)
+    if not run.ranks.is_main:
+        return improved
+    # The metrics line first: a kill before the checkpoint replays this epoch on resume,
+    # and resuming drops the line again (read_metrics), so no epoch is lost or doubled.
+    append_metrics(run.run_dir / "metrics.jsonl", record)
+    plot_curves(run.records, run.run_dir / "curves.png")
+    network = single_device(run.network)
+    plot_conv1(
+        network.learned_layers()["conv1"].weight, network.conv1_towers(), run.run_dir / "conv1.png"
+    )
+    log.info(
+        "epoch %d/%d  lr %.0e  train loss %.4f top-1 err %.2f%%  val loss %.4f "
+        "top-1 err %.2f%% top-5 err %.2f%%  %.0f img/s  %.0f s  skipped %d%s",
+        epoch, run.recipe.schedule.epochs, lr, record["train_loss"],
+        100 * record["train_top1_error"], record["val_loss"], 100 * record["val_top1_error"],
+        100 * record["val_top5_error"], record["images_per_s"], record["seconds"],
+        record["skipped"], "  (best)" if improved else "",
+    )  # fmt: skip
+    return improved
+
+
+def _save(run: _Run, epoch: int, *, step=0, partial=None, val=None, improved=False, finished=None):
+    """last.pt (rank 0, atomically), after `epoch` epochs and `step` steps of the next one;
+    best.pt when validation error improved. Non-finite weights are never written."""
+    if not run.ranks.is_main:
+        return
+    network = single_device(run.network)
+    if not all(torch.isfinite(p).all() for p in network.parameters()):
+        raise TrainingDiverged(
+            f"the weights became NaN or infinite in epoch {epoch + (step > 0)} by step "
+            f"{step or 'end'}; the last good checkpoint is kept"
         )
-        log.info(
-            "epoch %d/%d  lr %.0e  train loss %.4f top-1 err %.2f%%  val loss %.4f "
-            "top-1 err %.2f%% top-5 err %.2f%%  %.0f img/s  %.0f s  skipped %d%s",
-            epoch,
-            recipe.schedule.epochs,
-            lr,
-            record["train_loss"],
-            100 * record["train_top1_error"],
-            record["val_loss"],
-            100 * record["val_top1_error"],
-            100 * record["val_top5_error"],
-            record["images_per_s"],
-            record["seconds"],
-            record["skipped"],
-            "  (best)" if improved else "",
-        )
-    return {**records[-1], "best_val_top1_error": best_error}
+    state = {
+        "model": network.state_dict(),
+        "optimizer": single_layout_optimizer_state(run.network, run.optimizer),
+        "schedule": run.schedule.state_dict(),
+        "epoch": epoch,
+        "step": step,
+        "best_val_top1_error": run.best_error,
+        "recipe": run.recipe.to_dict(),
+        "classes": run.classes,
+        "data_stats": run.stats.state_dict(),
+        "rng": checkpoint.rng_states(),
+    }
+    if val is not None:
+        state["val"] = {k: val[k] for k in ("loss", "top1_error", "top5_error")}
+    if partial is not None:
+        state["partial"] = {k: partial[k] for k in PARTIAL_KEYS}
+    if finished:
+        state["finished"] = finished
+    checkpoint.save_atomically(state, run.run_dir / "last.pt")
+    if improved:
+        checkpoint.link_atomically(run.run_dir / "last.pt", run.run_dir / "best.pt")
+
+
+def _stopped(run: _Run, request: StopRequest, epoch: int, step: int) -> dict[str, Any]:
+    """The summary of a run stopped by a signal: where, and how to continue."""
+    name = signal.Signals(request.signal_number or signal.SIGTERM).name
+    where = f"epoch {epoch} step {step}" if step else f"the start of epoch {epoch}"
+    log.info("%s: stopped at %s; continue with --resume %s", name, where, run.run_dir)
+    last = run.records[-1] if run.records else {}
+    return {
+        **last,
+        "best_val_top1_error": run.best_error,
+        "stopped": {"epoch": epoch, "step": step, "signal": request.signal_number or 0},
+    }
