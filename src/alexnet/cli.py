@@ -20,6 +20,7 @@ from alexnet import checkpoint
 from alexnet.data import DataError, DataStats, eval_transform, open_splits
 from alexnet.data.decode import read_rgb
 from alexnet.device import DeviceError, Placement
+from alexnet.distributed import Ranks
 from alexnet.evaluate import evaluate_checkpoint, top_classes
 from alexnet.files import write_text_atomically
 from alexnet.recipe import PRESETS, Recipe, RecipeError, apply_overrides, preset
@@ -94,7 +95,8 @@ def _train(args: argparse.Namespace) -> int:
     summary = fit(
         recipe, run_dir, resume_from=saved, progress=not args.no_progress, download=args.download
     )
-    _print_next_steps(run_dir, summary)
+    if Ranks.main_process():
+        _print_next_steps(run_dir, summary)
     return 0
 
 

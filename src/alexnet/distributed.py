@@ -1,8 +1,8 @@
 """Data parallelism (§5's batches of 128 over several processes): torchrun's process group.
 
 `torchrun --nproc-per-node N -m alexnet train ...` starts N processes with RANK, WORLD_SIZE and
-LOCAL_RANK in their environment; `Ranks.from_environment()` joins them into one group (NCCL on
-CUDA, gloo on the CPU) and each process trains a DistributedDataParallel copy of the network.
+LOCAL_RANK in their environment; `Ranks.from_environment()` reads them, `join` makes one group
+(NCCL on CUDA, gloo on the CPU), and each process trains a DistributedDataParallel copy.
 The recipe's batch size stays the global batch: each rank takes an equal share of every batch
 of the epoch's permutation (data/loader.py), so N processes see the images one process sees.
 Without torchrun's variables there is one rank and nothing here talks to anyone.
@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from alexnet.device import resolve_device
 from alexnet.recipe import RecipeError
 
 
@@ -36,21 +37,31 @@ class Ranks:
         return self.rank == 0
 
     @classmethod
-    def from_environment(cls, device: str) -> Ranks:
-        """Join torchrun's process group when its variables are set; one rank otherwise.
-
-        device: the recipe's device; "auto" and "cuda" become cuda:LOCAL_RANK under torchrun.
-        """
+    def from_environment(cls) -> Ranks:
+        """torchrun's RANK, WORLD_SIZE and LOCAL_RANK; one rank without them."""
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world == 1:
             return cls()
-        ranks = cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
-        on_cuda = ranks.device(device).type == "cuda"
+        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+    def join(self, device: str) -> None:
+        """Join the process group (NCCL on CUDA, gloo on the CPU); `device`: the recipe's."""
+        if self.world == 1 or dist.is_initialized():
+            return
+        on_cuda = resolve_device(self.device(device)).type == "cuda"
         if on_cuda:
-            torch.cuda.set_device(ranks.device(device))
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if on_cuda else "gloo")
-        return ranks
+            torch.cuda.set_device(resolve_device(self.device(device)))
+        dist.init_process_group("nccl" if on_cuda else "gloo")
+
+    @staticmethod
+    def main_process() -> bool:
+        """True unless torchrun started this process as a rank other than 0."""
+        return os.environ.get("RANK", "0") == "0"
+
+    def close(self) -> None:
+        """Leave the process group (torchrun's processes end after training)."""
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
 
     def device(self, name: str) -> str:
         """The device this rank trains on: under torchrun, CUDA means this node's GPU LOCAL_RANK."""

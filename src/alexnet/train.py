@@ -185,8 +185,9 @@ def fit(
         raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir}")
     if resume_from is not None:
         check_resumable(resume_from, recipe, run_dir)
-    ranks = Ranks.from_environment(recipe.run.device)
+    ranks = Ranks.from_environment()
     ranks.check_batch(recipe.optim.batch_size)
+    ranks.join(recipe.run.device)
     device = input_device(recipe.run.model_parallel) or ranks.device(recipe.run.device)
     placement = Placement.for_run(recipe.run, device)
     splits = open_splits(recipe.data, download=download)  # bad data: nothing written yet
@@ -208,6 +209,7 @@ def fit(
         raise
     finally:
         _close(handler)
+        ranks.close()
 
 
 def _close(handler: logging.Handler | None) -> None:
