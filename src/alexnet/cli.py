@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -95,9 +96,27 @@ def _train(args: argparse.Namespace) -> int:
     summary = fit(
         recipe, run_dir, resume_from=saved, progress=not args.no_progress, download=args.download
     )
+    if "stopped" in summary:
+        return _report_stop(run_dir, summary["stopped"])
     if Ranks.main_process():
+        if "finished" in summary:
+            print(f"stopped early: {summary['finished']}")
         _print_next_steps(run_dir, summary)
     return 0
+
+
+def _report_stop(run_dir: Path, stopped: dict) -> int:
+    """One line saying where a signal stopped training; exit status 128 + the signal."""
+    where = f"epoch {stopped['epoch']} step {stopped['step']}"
+    if not stopped["step"]:
+        where = f"the start of epoch {stopped['epoch']}"
+    if Ranks.main_process():
+        print(
+            f"alexnet: stopped at {where} ({signal.Signals(stopped['signal']).name}); "
+            f"checkpoint written; continue with: alexnet train --resume {run_dir}",
+            file=sys.stderr,
+        )
+    return 128 + stopped["signal"]
 
 
 def _print_next_steps(run_dir: Path, summary: dict) -> None:

@@ -359,9 +359,8 @@ def _train(run: _Run, request: StopRequest, progress: bool) -> dict[str, Any]:
         ends = plateau_ends_run(run.schedule, validated["top1_error"])
         run.schedule.step(validated["top1_error"])
         improved = _record(run, epoch, lr, trained, validated)
-        finished = ends and "validation error stopped improving after ε was divided " + (
-            f"{recipe.schedule.max_drops} times (§5)"
-        )
+        drops = recipe.schedule.max_drops
+        finished = ends and f"validation error stopped improving at the lowest ε ({drops} drops)"
         _save(run, epoch, val=validated, improved=improved, finished=finished or None)
         if finished:
             log.info("stopped after epoch %d: %s", epoch, finished)
@@ -445,12 +444,13 @@ def _save(run: _Run, epoch: int, *, step=0, partial=None, val=None, improved=Fal
 
 def _stopped(run: _Run, request: StopRequest, epoch: int, step: int) -> dict[str, Any]:
     """The summary of a run stopped by a signal: where, and how to continue."""
-    name = signal.Signals(request.signal_number or signal.SIGTERM).name
+    number = int(request.signal_number or signal.SIGTERM)  # another rank may have caught it
     where = f"epoch {epoch} step {step}" if step else f"the start of epoch {epoch}"
-    log.info("%s: stopped at %s; continue with --resume %s", name, where, run.run_dir)
+    log.info("%s: stopped at %s; resume with --resume %s", signal.Signals(number).name, where,
+             run.run_dir)  # fmt: skip
     last = run.records[-1] if run.records else {}
     return {
         **last,
         "best_val_top1_error": run.best_error,
-        "stopped": {"epoch": epoch, "step": step, "signal": request.signal_number or 0},
+        "stopped": {"epoch": epoch, "step": step, "signal": number},
     }
