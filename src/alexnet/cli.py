@@ -59,10 +59,24 @@ def _configure_logging() -> None:
     log.setLevel(logging.INFO)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (the parser reports anything else in one line)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--workers", type=int, help="data-loading processes (-1: one per core)")
-    parser.add_argument("--batch-size", type=int, help="images per batch (paper: 128)")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, help="images per batch (paper: 128; global batch "
+        "under torchrun)"
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -260,7 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
         "checkpoint", metavar="CHECKPOINT", help="a checkpoint, or a run folder (its best.pt)"
     )
     predict.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
-    predict.add_argument("--top", type=int, default=5, help="how many classes to show (default: 5)")
+    predict.add_argument(
+        "--top", type=_positive_int, default=5, help="how many classes to show (default: 5)"
+    )
     predict.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
     predict.set_defaults(handler=_predict)
 
@@ -284,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except (RecipeError, DataError, DeviceError, checkpoint.CheckpointError, RunError) as error:
         print(f"alexnet: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a run folder or file that cannot be written: full, forbidden
+        where = f" {error.filename}" if error.filename else ""
+        print(f"alexnet: error: cannot write{where}: {error.strerror or error}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:
         print(f"alexnet: training stopped: {error}", file=sys.stderr)

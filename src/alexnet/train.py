@@ -192,24 +192,35 @@ def fit(
     placement = Placement.for_run(recipe.run, device)
     splits = open_splits(recipe.data, download=download)  # bad data: nothing written yet
     created, handler = not run_dir.exists(), None
-    if ranks.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_temporaries(run_dir)
-        handler = attach_log_file(run_dir)
-    else:
-        log.setLevel(logging.WARNING)  # rank 0 tells the story
     try:
+        if ranks.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            remove_temporaries(run_dir)
+            handler = attach_log_file(run_dir)
+        else:
+            log.setLevel(logging.WARNING)  # rank 0 tells the story
         with stop_on_signals() as request:
             run = _start(recipe, run_dir, splits, resume_from, placement, ranks, progress)
             return _train(run, request, progress and ranks.is_main)
-    except OSError:
-        if created and ranks.is_main:
-            _close(handler)
-            discard_unfinished(run_dir)
-        raise
+    except OSError as error:  # disk full, no permission, --out under a file
+        _close(handler)
+        handler = None
+        raise RunError(_unwritable(run_dir, error, created and ranks.is_main)) from None
     finally:
         _close(handler)
         ranks.close()
+
+
+def _unwritable(run_dir: Path, error: OSError, created: bool) -> str:
+    """One line for a run folder that cannot be written; a new one without a checkpoint goes."""
+    if created:
+        discard_unfinished(run_dir)
+    kept = (run_dir / "last.pt").exists()
+    return (
+        f"cannot write the run folder {run_dir}: {error.strerror or error}"
+        + (f" ({error.filename})" if error.filename else "")
+        + ("; its last checkpoint is kept" if kept else "; no run was left there")
+    )
 
 
 def _close(handler: logging.Handler | None) -> None:
