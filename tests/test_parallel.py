@@ -55,9 +55,10 @@ def test_the_towers_hold_figure_2s_halves(pair):
     assert shapes["classifier.0.weight"] == ((2048, 9216),) * 2  # fc6: half the outputs each
     assert shapes["classifier.6.weight"] == ((3, 4096), (2, 4096))
     reads = [what for what, _ in towers.plan if what in ("reads both", "own tower")]
-    assert reads == ["reads both", "own tower", "reads both", "own tower", "own tower"] + [
-        "reads both"
-    ] * 3  # conv1 reads the image; the towers exchange into conv3, fc6, fc7, fc8
+    assert (
+        reads
+        == ["reads both", "own tower", "reads both", "own tower", "own tower"] + ["reads both"] * 3
+    )  # conv1 reads the image; the towers exchange into conv3, fc6, fc7, fc8
 
 
 def test_logits_match_the_groups_2_network(pair, images):

@@ -94,7 +94,7 @@ def test_sigint_finishes_the_step_and_resume_is_bit_exact(straight, colour_tree,
                 os.kill(os.getpid(), signal.SIGINT)
             return super().step(closure)
 
-    monkeypatch.setattr("alexnet.train.PaperSGD", InterruptedSGD)
+    monkeypatch.setattr("alexnet.run_state.PaperSGD", InterruptedSGD)
     run = tmp_path / "run"
     assert main(argv(colour_tree, run)) == 128 + signal.SIGINT
     assert capsys.readouterr().err.strip().splitlines()[-1] == (

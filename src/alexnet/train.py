@@ -5,58 +5,35 @@ folder: `recipe.json`, `metrics.jsonl` (one JSON object per epoch), `last.pt` ev
 `best.pt` on the best validation top-1 error, `curves.png`, `conv1.png` (Figure 3) and
 `train.log`. `fit(..., resume_from=checkpoint.load(run_dir))` continues a run, also from the
 middle of an epoch. The pieces it calls live beside it: distributed.py (torchrun ranks),
-parallel.py (§3.2's two devices), preemption.py (SIGTERM, Ctrl-C), run_folder.py, checkpoint.py.
+parallel.py (§3.2), preemption.py (SIGTERM, Ctrl-C), run_state.py, run_folder.py, checkpoint.py.
 The run ends after its epochs, or at the first plateau after ε was divided `max_drops` times (§5).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import math
-import random
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from alexnet import checkpoint
-from alexnet.data import (
-    DataError,
-    DataStats,
-    Splits,
-    TransformedDataset,
-    compute_stats,
-    eval_transform,
-    make_loader,
-    open_splits,
-    train_transform,
-)
+from alexnet.data import DataError, open_splits
 from alexnet.data.loader import derive_seed
 from alexnet.data.sources import absolute_source
 from alexnet.device import Placement
 from alexnet.distributed import Ranks, combine_figures, reduce_figures
 from alexnet.evaluate import evaluate
 from alexnet.figures import plot_conv1, plot_curves
-from alexnet.files import write_text_atomically
-from alexnet.model import AlexNet
-from alexnet.optim import PaperSGD, plateau_ends_run, plateau_schedule
-from alexnet.parallel import (
-    input_device,
-    load_optimizer_state,
-    place_network,
-    single_device,
-    single_layout_optimizer_state,
-)
+from alexnet.optim import plateau_ends_run
+from alexnet.parallel import input_device, single_device
 from alexnet.preemption import StopRequest, stop_on_signals
 from alexnet.recipe import Recipe
 from alexnet.run_folder import (
@@ -65,31 +42,15 @@ from alexnet.run_folder import (
     attach_log_file,
     check_resumable,
     discard_unfinished,
-    read_metrics,
     remove_temporaries,
 )
+from alexnet.run_state import Run, start_run, training_state
 
 log = logging.getLogger("alexnet")
 
 
-PARTIAL_KEYS = ("loss", "top1_error", "images", "seconds", "skipped", "steps")  # mid-epoch
-
-
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def datasets(recipe: Recipe, splits: Splits, stats: DataStats):
-    """The training and validation sets with the paper's transforms applied (§2, §4.1)."""
-    train = TransformedDataset(splits.train, train_transform(recipe.data, stats))
-    val = TransformedDataset(splits.val, eval_transform(recipe.data, stats))
-    return train, val
 
 
 def _finite_mean_loss(loss_sum: torch.Tensor, images: int, epoch: int, step: int) -> float:
@@ -200,7 +161,7 @@ def fit(
         else:
             log.setLevel(logging.WARNING)  # rank 0 tells the story
         with stop_on_signals() as request:
-            run = _start(recipe, run_dir, splits, resume_from, placement, ranks, progress)
+            run = start_run(recipe, run_dir, splits, resume_from, placement, ranks, progress)
             return _train(run, request, progress and ranks.is_main)
     except OSError as error:  # disk full, no permission, --out under a file
         _close(handler)
@@ -229,127 +190,7 @@ def _close(handler: logging.Handler | None) -> None:
         handler.close()
 
 
-@dataclass
-class _Run:
-    """What the epoch loop works on; built by `_start`."""
-
-    recipe: Recipe
-    run_dir: Path
-    ranks: Ranks
-    placement: Placement
-    classes: list[str]
-    stats: DataStats
-    network: nn.Module  # an AlexNet, or parallel.TwoTowers holding one's weights (§3.2)
-    step_model: nn.Module  # the network as trained: DistributedDataParallel, compiled
-    optimizer: PaperSGD
-    schedule: torch.optim.lr_scheduler.ReduceLROnPlateau
-    train_loader: Any
-    val_loader: Any
-    records: list[dict[str, Any]]
-    start_epoch: int = 1
-    start_step: int = 0
-    best_error: float = math.inf
-    partial: dict[str, Any] | None = None  # the figures of an epoch stopped midway
-
-
-def _start(recipe, run_dir, splits: Splits, saved, placement, ranks, progress) -> _Run:
-    """Data statistics, network, optimizer, schedule and loaders; a resumed run's state."""
-    workers = recipe.run.workers  # -1: one per core, resolved where each loader is made
-    log.info("data: %s", splits.description)
-    if saved is not None:
-        checkpoint.ensure_classes(saved, splits.classes, recipe.data.source)
-        stats = DataStats.from_state_dict(saved["data_stats"])
-    else:
-        stats = _shared_stats(recipe, splits, run_dir, ranks, progress)
-    train_set, val_set = datasets(recipe, splits, stats)
-
-    seed_everything(recipe.run.seed)  # here, so the init does not depend on the stats cache
-    if saved is not None:
-        network = checkpoint.build_model(saved, recipe)
-    else:
-        network = AlexNet(len(splits.classes), **dataclasses.asdict(recipe.model))
-    network = place_network(network, recipe.run.model_parallel, placement, ranks)
-    optimizer = PaperSGD(
-        network.parameters(),
-        lr=recipe.optim.lr,
-        momentum=recipe.optim.momentum,
-        weight_decay=recipe.optim.weight_decay,
-    )
-    schedule = plateau_schedule(
-        optimizer,
-        drop=recipe.schedule.lr_drop,
-        patience=recipe.schedule.patience,
-        max_drops=recipe.schedule.max_drops,
-    )
-    step_model = ranks.wrap(network, placement.device)
-    step_model = torch.compile(step_model) if recipe.run.compile else step_model
-    # Each pass over a loader is the next epoch, seeded from (seed, epoch): see data/loader.py.
-    start_epoch = saved["epoch"] + 1 if saved is not None else 1
-    loader_options = dict(
-        workers=workers, seed=recipe.run.seed, device=placement.device, epoch=start_epoch,
-        rank=ranks.rank, world=ranks.world,
-    )  # fmt: skip
-    run = _Run(
-        recipe, run_dir, ranks, placement, list(splits.classes), stats, network, step_model,
-        optimizer, schedule,
-        make_loader(train_set, recipe.optim.batch_size, train=True, **loader_options),
-        make_loader(val_set, recipe.optim.batch_size, train=False, **loader_options),
-        records=[],
-    )  # fmt: skip
-    if saved is not None:
-        _restore(run, saved)
-    if ranks.is_main:
-        metrics = run_dir / "metrics.jsonl"
-        write_text_atomically(metrics, "".join(json.dumps(r) + "\n" for r in run.records))
-        write_text_atomically(run_dir / "recipe.json", recipe.to_json())
-    log.info(
-        "training %s AlexNet (%s parameters) on %s%s, %d classes, %d train / %d val images",
-        recipe.model.variant,
-        f"{sum(p.numel() for p in network.parameters()):,}",
-        _where(placement, ranks, recipe.run.model_parallel),
-        " (bf16, channels_last)" if placement.bf16 and placement.channels_last else "",
-        len(splits.classes),
-        len(train_set),
-        len(val_set),
-    )
-    return run
-
-
-def _where(placement: Placement, ranks: Ranks, model_parallel: str) -> str:
-    where = f"{model_parallel} (two towers, §3.2)" if model_parallel else str(placement.device)
-    if ranks.world > 1:
-        where += f" × {ranks.world} processes (DistributedDataParallel)"
-    return where
-
-
-def _shared_stats(recipe: Recipe, splits: Splits, run_dir: Path, ranks: Ranks, progress: bool):
-    """§2's mean image and RGB PCA, computed (and cached in the run folder) by rank 0 only."""
-    stats = None
-    if ranks.is_main:
-        stats = compute_stats(
-            splits.train,
-            recipe.data.image_size,
-            cache_dir=run_dir,
-            workers=recipe.run.workers,
-            progress=progress,
-        )
-    return DataStats.from_state_dict(ranks.share(stats.state_dict() if stats else None))
-
-
-def _restore(run: _Run, saved: dict[str, Any]) -> None:
-    """Continue where `saved` stopped: weights are in place; optimizer, schedule, RNG, step."""
-    load_optimizer_state(run.network, run.optimizer, saved["optimizer"])
-    run.schedule.load_state_dict(saved["schedule"])
-    checkpoint.restore_rng_states(saved["rng"])
-    run.start_epoch, run.best_error = saved["epoch"] + 1, saved["best_val_top1_error"]
-    run.start_step, run.partial = saved.get("step", 0), saved.get("partial")
-    run.train_loader.sampler.skip_steps = run.start_step
-    run.records = read_metrics(run.run_dir / "metrics.jsonl", saved["epoch"])
-    where = f" step {run.start_step}" if run.start_step else ""
-    log.info("resuming %s at epoch %d%s", run.run_dir, run.start_epoch, where)
-
-
-def _train(run: _Run, request: StopRequest, progress: bool) -> dict[str, Any]:
+def _train(run: Run, request: StopRequest, progress: bool) -> dict[str, Any]:
     """The epoch loop (§5): train, validate, schedule, record, checkpoint; stop when asked."""
     recipe, ranks = run.recipe, run.ranks
     stop = (lambda: ranks.any(request.requested)) if ranks.world > 1 else lambda: request.requested
@@ -381,7 +222,7 @@ def _train(run: _Run, request: StopRequest, progress: bool) -> dict[str, Any]:
     return {**run.records[-1], "best_val_top1_error": run.best_error}
 
 
-def _record(run: _Run, epoch: int, lr: float, trained: dict, validated: dict) -> bool:
+def _record(run: Run, epoch: int, lr: float, trained: dict, validated: dict) -> bool:
     """The epoch's metrics line, log line and figures; True when validation error improved."""
     record = {
         "epoch": epoch,
@@ -419,7 +260,7 @@ def _record(run: _Run, epoch: int, lr: float, trained: dict, validated: dict) ->
     return improved
 
 
-def _save(run: _Run, epoch: int, *, step=0, partial=None, val=None, improved=False, finished=None):
+def _save(run: Run, epoch: int, *, step=0, partial=None, val=None, improved=False, finished=None):
     """last.pt (rank 0, atomically), after `epoch` epochs and `step` steps of the next one;
     best.pt when validation error improved. Non-finite weights are never written."""
     if not run.ranks.is_main:
@@ -430,22 +271,7 @@ def _save(run: _Run, epoch: int, *, step=0, partial=None, val=None, improved=Fal
             f"the weights became NaN or infinite in epoch {epoch + (step > 0)} by step "
             f"{step or 'end'}; the last good checkpoint is kept"
         )
-    state = {
-        "model": network.state_dict(),
-        "optimizer": single_layout_optimizer_state(run.network, run.optimizer),
-        "schedule": run.schedule.state_dict(),
-        "epoch": epoch,
-        "step": step,
-        "best_val_top1_error": run.best_error,
-        "recipe": run.recipe.to_dict(),
-        "classes": run.classes,
-        "data_stats": run.stats.state_dict(),
-        "rng": checkpoint.rng_states(),
-    }
-    if val is not None:
-        state["val"] = {k: val[k] for k in ("loss", "top1_error", "top5_error")}
-    if partial is not None:
-        state["partial"] = {k: partial[k] for k in PARTIAL_KEYS}
+    state = training_state(run, network, epoch, step, val=val, partial=partial)
     if finished:
         state["finished"] = finished
     checkpoint.save_atomically(state, run.run_dir / "last.pt")
@@ -453,7 +279,7 @@ def _save(run: _Run, epoch: int, *, step=0, partial=None, val=None, improved=Fal
         checkpoint.link_atomically(run.run_dir / "last.pt", run.run_dir / "best.pt")
 
 
-def _stopped(run: _Run, request: StopRequest, epoch: int, step: int) -> dict[str, Any]:
+def _stopped(run: Run, request: StopRequest, epoch: int, step: int) -> dict[str, Any]:
     """The summary of a run stopped by a signal: where, and how to continue."""
     number = int(request.signal_number or signal.SIGTERM)  # another rank may have caught it
     where = f"epoch {epoch} step {step}" if step else f"the start of epoch {epoch}"
