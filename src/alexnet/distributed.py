@@ -23,13 +23,14 @@ from alexnet.device import resolve_device
 from alexnet.recipe import RecipeError
 
 
-@dataclass(frozen=True)
+@dataclass
 class Ranks:
     """This process's place among the training processes."""
 
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    control: Any = None  # a gloo group for the small host-side sums: no GPU sync on NCCL
 
     @property
     def is_main(self) -> bool:
@@ -52,6 +53,7 @@ class Ranks:
         if on_cuda:
             torch.cuda.set_device(resolve_device(self.device(device)))
         dist.init_process_group("nccl" if on_cuda else "gloo")
+        self.control = dist.new_group(backend="gloo") if on_cuda else dist.group.WORLD
 
     @staticmethod
     def main_process() -> bool:
@@ -86,16 +88,18 @@ class Ranks:
         )
 
     def sum(self, values: dict[str, float | int]) -> dict[str, float]:
-        """Each value summed over the ranks (float64 on the CPU; one collective)."""
+        """Each value summed over the ranks: one float64 all-reduce on the CPU (gloo)."""
         if self.world == 1:
             return dict(values)
-        device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-        totals = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
-        dist.all_reduce(totals)
+        totals = torch.tensor(list(values.values()), dtype=torch.float64)
+        dist.all_reduce(totals, group=self.control)
         return dict(zip(values, totals.tolist(), strict=True))
 
     def any(self, flag: bool) -> bool:
-        """True on every rank when `flag` is true on one (for stopping together)."""
+        """True on every rank when `flag` is true on one: the ranks stop at the same step.
+
+        Asked after every step; on CUDA it goes over the gloo group and never waits for the GPU.
+        """
         return self.sum({"flag": float(flag)})["flag"] > 0
 
     def share(self, value: Any) -> Any:
