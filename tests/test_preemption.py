@@ -206,7 +206,7 @@ def test_a_diverging_loss_stops_with_status_1_and_no_nan_checkpoint(colour_tree,
     run = tmp_path / "run"
     assert main([*argv(colour_tree, run), "--lr", "1e6"]) == 1
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.startswith("alexnet: training stopped: loss became nan in epoch 1 at step ")
+    assert line.startswith("alexnet: training stopped: loss became nan in epoch 1 by step ")
     for path in (run / "last.pt", run / "best.pt"):
         if path.exists():  # a checkpoint from before the loss diverged
             assert all(torch.isfinite(t).all() for t in checkpoint.load(path)["model"].values())

@@ -57,7 +57,7 @@ def _finite_mean_loss(loss_sum: torch.Tensor, images: int, epoch: int, step: int
     mean_loss = loss_sum.item() / images
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(
-            f"loss became {mean_loss} in epoch {epoch} at step {step}; try a lower optim.lr"
+            f"loss became {mean_loss} in epoch {epoch} by step {step}; try a lower optim.lr"
         )
     return mean_loss
 
@@ -100,7 +100,7 @@ def train_one_epoch(
         images += len(labels)
         if step % 10 == 0 or step == last_step:  # reading the GPU's figures costs a sync
             bar.set_postfix(
-                loss=f"{_finite_mean_loss(loss_sum, images, epoch, step):.3f}",
+                loss=f"{_finite_mean_loss(loss_sum, images, epoch, step + 1):.3f}",
                 top1_err=f"{wrong.item() / images:.3f}",
                 img_s=f"{images / (time.perf_counter() - start):.0f}",
                 lr=f"{optimizer.param_groups[0]['lr']:.0e}",
@@ -112,7 +112,7 @@ def train_one_epoch(
     if images == 0 and not stopped:
         raise DataError("no readable training images in this epoch")
     return {
-        "loss": _finite_mean_loss(loss_sum, images, epoch, step) if images else 0.0,
+        "loss": _finite_mean_loss(loss_sum, images, epoch, step + 1) if images else 0.0,
         "top1_error": wrong.item() / images if images else 0.0,
         "images": images,
         "images_per_s": images / seconds,
