@@ -8,13 +8,16 @@ batch). Dropout is off here: its masks are drawn per process (same distribution,
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from alexnet import checkpoint
+from alexnet.cli import main
 from alexnet.recipe import apply_overrides
 from alexnet.train import fit
 from tests.test_train import tiny_recipe
@@ -99,3 +102,27 @@ def test_the_global_batch_must_split_evenly(colour_tree, tmp_path):
         "alexnet: error: optim.batch_size=8 does not split evenly over 3 processes; "
         "the recipe's batch is the global batch"
     )
+
+
+@pytest.mark.slow
+def test_sigterm_to_torchrun_stops_every_rank_at_one_step(colour_tree, tmp_path):
+    """torchrun passes SIGTERM to its processes; they agree on the step, rank 0 writes last.pt,
+    and one process resumes it to the weights of a straight one-process run (slow: ~70 s)."""
+    run, straight = tmp_path / "run", tmp_path / "straight"
+    src = str(Path(__file__).parents[1] / "src")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": src}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node=2", "-m", "alexnet", "train", "--data", str(colour_tree),
+               "--out", str(run), "--epochs", "4", *FLAGS, *SETTINGS]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while not (run / "last.pt").exists():
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert "(SIGTERM); checkpoint written; continue with" in err
+    assert "stopped at" in (run / "train.log").read_text()
+    one_process(colour_tree, straight, epochs=4)
+    assert main(["train", "--resume", str(run), "--epochs", "4", "--no-progress"]) == 0
+    assert_close_weights(checkpoint.load(straight), checkpoint.load(run))

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet import checkpoint
+from alexnet.data.sources import absolute_source
 from alexnet.recipe import Recipe, RecipeError
 
 log = logging.getLogger("alexnet")
@@ -60,6 +61,8 @@ def check_resumable(saved: dict[str, Any], recipe: Recipe, run_dir: Path) -> Non
     (device, workers, ...) may change. A run the schedule ended (§5) stays ended."""
     checkpoint.ensure_variant(saved, recipe.model.variant)
     before, after = Recipe.from_dict(saved["recipe"]).to_dict(), recipe.to_dict()
+    for values in (before, after):  # runs from before data paths were stored absolute
+        values["data"]["source"] = absolute_source(values["data"]["source"])
     changed = [
         f"{section}.{key}"
         for section, values in after.items()
