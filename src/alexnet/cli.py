@@ -301,9 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     except (RecipeError, DataError, DeviceError, checkpoint.CheckpointError, RunError) as error:
         print(f"alexnet: error: {error}", file=sys.stderr)
         return 2
-    except OSError as error:  # a run folder or file that cannot be written: full, forbidden
-        where = f" {error.filename}" if error.filename else ""
-        print(f"alexnet: error: cannot write{where}: {error.strerror or error}", file=sys.stderr)
+    except OSError as error:  # a file that cannot be read or written: forbidden, disk full
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"alexnet: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:
         print(f"alexnet: training stopped: {error}", file=sys.stderr)
