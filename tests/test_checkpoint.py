@@ -1,5 +1,6 @@
 """Checkpoints: atomic writes, safe loading, clear refusals, RNG state round trip."""
 
+import os
 import random
 
 import numpy as np
@@ -63,11 +64,26 @@ def test_a_run_folder_means_best_or_last(tmp_path):
     assert checkpoint.load(tmp_path)["epoch"] == 3
 
 
-def test_loading_never_unpickles_objects(tmp_path):
+class Payload:
+    """What a malicious pickle does: run a command when it is loaded."""
+
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.parametrize("payload", [np.random.RandomState(0), Payload()])
+def test_loading_never_unpickles_objects(tmp_path, monkeypatch, payload, capfd):
+    monkeypatch.chdir(tmp_path)
     path = tmp_path / "evil.pt"
-    torch.save({"model": {}, "recipe": {}, "payload": np.random.RandomState(0)}, path)
-    with pytest.raises(CheckpointError, match="is not a readable checkpoint"):
+    torch.save({"model": {}, "recipe": {}, "payload": payload}, path)
+    with pytest.raises(CheckpointError) as error:
         checkpoint.load(path)
+    assert str(error.value) == (
+        f"{path} is not an alexnet checkpoint and was refused: it holds objects other than "
+        "tensors and plain values (nothing in it was run)"
+    )
+    assert not (tmp_path / "PWNED").exists()
+    assert capfd.readouterr().err == ""  # no warning from torch advising weights_only=False
 
 
 @pytest.mark.parametrize("content", [b"", b"not a zip file at all", None])

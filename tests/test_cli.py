@@ -2,9 +2,11 @@
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -259,3 +261,76 @@ def test_eval_on_data_with_other_classes(trained_run, tmp_path, capsys):
             write_image(tmp_path / "other" / name / f"{n}.png", COLOURS["red"], seed=n)
     assert main(["eval", str(trained_run), "--data", str(tmp_path / "other")]) == 2
     assert "has 2 classes that do not match the 3 classes" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "RUN", "--batch-size", "-5"], "argument --batch-size: must be >= 1, got -5"),
+        (["train", "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+    ],
+)
+def test_counts_below_one_are_refused_in_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert message in one_error_line(capsys)
+
+
+def test_an_out_under_a_file_is_one_line(tmp_path, colour_tree, capsys):
+    (tmp_path / "file").write_text("not a folder")
+    argv = ["train", "--data", str(colour_tree), "--out", str(tmp_path / "file" / "run"), *TINY]
+    assert main(argv) == 2
+    assert f"cannot write the run folder {tmp_path / 'file' / 'run'}" in one_error_line(capsys)
+
+
+def test_disk_full_leaves_no_run_behind(tmp_path, colour_tree, monkeypatch, capsys):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("alexnet.files.os.fsync", full)  # every atomic write fails
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(colour_tree), "--out", str(run), *TINY]) == 2
+    err = capsys.readouterr().err  # the log's lines so far, then the error
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"alexnet: error: cannot write the run folder {run}: No space left on device; "
+        "no run was left there"
+    )
+    assert not run.exists()
+
+
+def test_disk_full_on_resume_keeps_the_last_checkpoint(trained_run, tmp_path, monkeypatch,
+                                                       capsys):  # fmt: skip
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run)
+    before = (run / "last.pt").read_bytes()
+    monkeypatch.setattr(
+        "alexnet.checkpoint.torch.save",
+        lambda *a, **k: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")),
+    )
+    assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.endswith("No space left on device; its last checkpoint is kept")
+    assert (run / "last.pt").read_bytes() == before
+    assert not list(run.glob(".*.tmp"))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_out_without_permission_is_one_line(tmp_path, colour_tree, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    argv = ["train", "--data", str(colour_tree), "--out", str(locked / "run"), *TINY]
+    assert main(argv) == 2
+    assert "Permission denied" in one_error_line(capsys)
+
+
+def test_a_relative_data_path_is_stored_absolute(tmp_path, colour_tree, monkeypatch, capsys):
+    monkeypatch.chdir(colour_tree.parent)
+    run = tmp_path / "run"
+    argv = ["train", "--data", colour_tree.name, "--out", str(run), *TINY, "--epochs", "1"]
+    assert main(argv) == 0
+    assert json.loads((run / "recipe.json").read_text())["data"]["source"] == str(colour_tree)
+    monkeypatch.chdir(tmp_path)  # another folder: eval and --resume still find the data
+    assert main(["eval", "run", "--workers", "0", "--no-progress"]) == 0
+    assert main(["train", "--resume", "run", "--epochs", "2", "--no-progress"]) == 0

@@ -12,9 +12,9 @@ from alexnet.cli import main
 from alexnet.device import Placement
 from alexnet.optim import PaperSGD
 from alexnet.recipe import RecipeError, apply_overrides, preset
+from alexnet.run_folder import RunError
 from alexnet.train import (
     DIVERGENCE_CHECK_EVERY,
-    RunError,
     TrainingDiverged,
     fit,
     train_one_epoch,

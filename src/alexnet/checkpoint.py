@@ -13,7 +13,7 @@ import os
 import pickle
 import random
 import shutil
-import zipfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +63,12 @@ def load(path: Path | str, *, prefer: str = "last.pt") -> dict[str, Any]:
         path = path / prefer if (path / prefer).is_file() else path / "last.pt"
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as error:
-        first_line = (
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
-        raise CheckpointError(f"{path} is not a readable checkpoint: {first_line}") from None
+    with warnings.catch_warnings():  # torch's advice to unpickle anyway is not for our users
+        warnings.simplefilter("ignore")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises many kinds for a file it did not write
+            raise CheckpointError(_unreadable(path, error)) from None
     return checked(state, path)
 
 
@@ -85,6 +84,16 @@ def checked(state: Any, path: Path | str) -> dict[str, Any]:
     except (RecipeError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{path} holds a recipe this version cannot read: {error}") from None
     return state
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """One line for a file torch.load(weights_only=True) gave up on (its message is a page)."""
+    if isinstance(error, pickle.UnpicklingError) and "GLOBAL" in str(error).upper():
+        return (
+            f"{path} is not an alexnet checkpoint and was refused: it holds objects other than "
+            "tensors and plain values (nothing in it was run)"
+        )
+    return f"{path} is not a readable checkpoint (not written by torch.save, or cut short)"
 
 
 def recipe_of(state: dict[str, Any]) -> Recipe:

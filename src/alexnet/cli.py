@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from alexnet import checkpoint
 from alexnet.data import DataError, open_splits
 from alexnet.data.folder import find_image_files
 from alexnet.device import DeviceError
+from alexnet.distributed import Ranks
 from alexnet.evaluate import evaluate_checkpoint
 from alexnet.export import ExportError, import_torchvision, write_onnx, write_safetensors
 from alexnet.files import write_text_atomically
@@ -30,7 +32,8 @@ from alexnet.inference import (
     write_predictions_json,
 )
 from alexnet.recipe import PRESETS, Recipe, RecipeError, apply_overrides, preset
-from alexnet.train import RunError, TrainingDiverged, fit
+from alexnet.run_folder import RunError
+from alexnet.train import TrainingDiverged, fit
 
 log = logging.getLogger("alexnet")
 
@@ -64,6 +67,7 @@ def _configure_logging() -> None:
 
 
 def _positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (the parser reports anything else in one line)."""
     try:
         value = int(text)
     except ValueError:
@@ -76,7 +80,10 @@ def _positive_int(text: str) -> int:
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--workers", type=int, help="data-loading processes (-1: one per core)")
-    parser.add_argument("--batch-size", type=_positive_int, help="images per batch (paper: 128)")
+    parser.add_argument(
+        "--batch-size", type=_positive_int, help="images per batch (paper: 128; global batch "
+        "under torchrun)"
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -110,8 +117,27 @@ def _train(args: argparse.Namespace) -> int:
     summary = fit(
         recipe, run_dir, resume_from=saved, progress=not args.no_progress, download=args.download
     )
-    _print_next_steps(run_dir, summary)
+    if "stopped" in summary:
+        return _report_stop(run_dir, summary["stopped"])
+    if Ranks.main_process():
+        if "finished" in summary:
+            print(f"stopped early: {summary['finished']}")
+        _print_next_steps(run_dir, summary)
     return 0
+
+
+def _report_stop(run_dir: Path, stopped: dict) -> int:
+    """One line saying where a signal stopped training; exit status 128 + the signal."""
+    where = f"epoch {stopped['epoch']} step {stopped['step']}"
+    if not stopped["step"]:
+        where = f"the start of epoch {stopped['epoch']}"
+    if Ranks.main_process():
+        print(
+            f"alexnet: stopped at {where} ({signal.Signals(stopped['signal']).name}); "
+            f"checkpoint written; continue with: alexnet train --resume {run_dir}",
+            file=sys.stderr,
+        )
+    return 128 + stopped["signal"]
 
 
 def _print_next_steps(run_dir: Path, summary: dict) -> None:
@@ -362,6 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         ExportError,
     ) as error:
         print(f"alexnet: error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file that cannot be read or written: forbidden, disk full
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"alexnet: error: {where}{error.strerror or error}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:
         print(f"alexnet: training stopped: {error}", file=sys.stderr)

@@ -115,3 +115,14 @@ def plateau_schedule(
         min_lr=floors,
         eps=min(initial) * 1e-6 / drop**max_drops,
     )
+
+
+def plateau_ends_run(schedule: torch.optim.lr_scheduler.ReduceLROnPlateau, error: float) -> bool:
+    """§5: "reduced three times prior to termination": at the lowest ε, with this (not yet
+    stepped) error the schedule would see a plateau that calls for another drop."""
+    at_floor = all(
+        group["lr"] <= floor * (1 + 1e-6)
+        for group, floor in zip(schedule.optimizer.param_groups, schedule.min_lrs, strict=True)
+    )
+    plateau = not error < schedule.best  # plateau_schedule: mode "min", threshold 0
+    return at_floor and plateau and schedule.num_bad_epochs + 1 > schedule.patience

@@ -69,6 +69,7 @@ class RunRecipe:
     channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
     compile: bool = True  # torch.compile the model on CUDA (ignored on CPU: no speed-up there)
     tensorboard: bool = False  # also log each epoch to run_dir/tensorboard (the tensorboard extra)
+    model_parallel: str = ""  # §3.2: "DEV_A,DEV_B" puts tower one on DEV_A, tower two on DEV_B
 
 
 @dataclass

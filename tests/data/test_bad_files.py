@@ -96,7 +96,7 @@ def test_a_class_of_only_empty_files_is_an_empty_class(tmp_path: Path):
     (tmp_path / "pair" / "train" / "a").mkdir(parents=True)
     (tmp_path / "pair" / "train" / "a" / "x.jpg").write_bytes(b"")
     (tmp_path / "pair" / "val").mkdir()
-    with pytest.raises(DataError, match="has no images \\(only 1 empty files\\)"):
+    with pytest.raises(DataError, match="has no images \\(only 1 empty or unreadable files\\)"):
         open_folder_pair(tmp_path / "pair")
 
 
@@ -111,3 +111,25 @@ def test_big_jpegs_may_decode_at_reduced_size(tmp_path: Path):
     reduced = Prepare(16)(read_rgb(path, min_size=16)).float()
     full = Prepare(16)(read_rgb(path)).float()
     assert (reduced - full).abs().mean() < 2  # grey levels
+
+
+def test_a_dangling_symlink_or_unreadable_file_is_skipped_and_counted(tmp_path: Path, caplog):
+    root = tmp_path / "tree"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8), (9, 9, 9)).save(root / name / "good.png")
+    (root / "a" / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")  # dangling
+    unreadable = root / "b" / "locked.png"
+    Image.new("RGB", (8, 8)).save(unreadable)
+    unreadable.chmod(0)  # unreadable for anyone but root, who reads it like any file
+    classes, entries = scan_image_folder(root)
+    source = FileSource(f"image folder {root}", classes, entries)
+    names = by_name(source)
+    assert source.load(names["gone.jpg"]) is None
+    assert "dangling symlink" in source.unreadable[names["gone.jpg"]]
+    assert any("gone.jpg" in message for message in warnings_naming(caplog, "skipping"))
+    loader = make_loader(
+        TransformedDataset(source, Pipeline(4, [Prepare(4), to_float])), 4, train=False, workers=0
+    )
+    skipped = sum(batch_skipped for _, _, batch_skipped in loader)
+    assert skipped == len(source.unreadable) >= 1

@@ -118,3 +118,28 @@ def test_skipped_items_are_dropped_and_counted(dataset):
     assert [(len(images), skipped) for images, _, skipped in results] == [(2, 1), (2, 1)]
     all_skipped = batches(make_loader(Flaky(), 1, train=False, workers=0))[1]
     assert all_skipped[0].shape[0] == 0 and all_skipped[2] == 1
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_ranks_together_see_the_batches_one_process_sees(dataset, world):
+    """Data parallelism: rank r takes the r-th share of every global batch, augmented alike."""
+    options = dict(train=True, workers=0, seed=3, epoch=2)
+    whole = batches(make_loader(dataset, 8, **options))
+    shares = [
+        batches(make_loader(dataset, 8, **options, rank=rank, world=world)) for rank in range(world)
+    ]
+    assert [len(share) for share in shares] == [len(whole)] * world == [2] * world
+    for step, (images, labels, _) in enumerate(whole):
+        assert torch.equal(torch.cat([share[step][0] for share in shares]), images)
+        assert torch.equal(torch.cat([share[step][1] for share in shares]), labels)
+
+
+def test_a_resumed_pass_skips_the_steps_already_taken(dataset):
+    whole = batches(make_loader(dataset, 4, train=True, workers=0, seed=3, epoch=2))
+    loader = make_loader(dataset, 4, train=True, workers=0, seed=3, epoch=2, rank=1, world=2)
+    loader.sampler.skip_steps = 3
+    assert len(loader) == len(whole) - 3
+    rest = batches(loader)
+    for (images, labels, _), (expected, expected_labels, _) in zip(rest, whole[3:], strict=True):
+        assert torch.equal(images, expected[2:]) and torch.equal(labels, expected_labels[2:])
+    assert len(batches(loader)) == len(whole)  # the next pass is the next epoch, whole again

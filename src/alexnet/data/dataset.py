@@ -73,12 +73,15 @@ class ImageSource(Dataset):
         )
 
 
+UNREADABLE = -1  # FileEntry.size of a file that cannot even be looked at
+
+
 class FileEntry(NamedTuple):
     """One image file found by a scan."""
 
     path: str
     label: int
-    size: int  # bytes; 0 marks an empty file, skipped at once
+    size: int  # bytes; 0 (empty) and UNREADABLE (dangling symlink, ...) are skipped at once
     mtime_ns: int
 
 
@@ -100,6 +103,8 @@ class FileSource(ImageSource):
         for index, entry in enumerate(entries):
             if entry.size == 0:
                 self.mark_unreadable(index, "empty file (0 bytes)")
+            elif entry.size == UNREADABLE:
+                self.mark_unreadable(index, "cannot read it (a dangling symlink, or no permission)")
 
     def path(self, index: int) -> str:
         return os.fsdecode(self.paths[index])
@@ -184,6 +189,6 @@ def stratified_split(
 
 
 def empty_files_note(*sources: FileSource) -> str:
-    """ "; N empty files skipped" for a data set's description, or "" when there are none."""
-    empty = sum(len(source.unreadable) for source in sources)
-    return f"; {empty} empty files skipped" if empty else ""
+    """ "; N empty or unreadable files skipped" for a data set's description, or "" if none."""
+    skipped = sum(len(source.unreadable) for source in sources)
+    return f"; {skipped} empty or unreadable files skipped" if skipped else ""

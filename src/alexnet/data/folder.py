@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from alexnet.data.dataset import (
+    UNREADABLE,
     DataError,
     FileEntry,
     FileSource,
@@ -52,7 +53,7 @@ def scan_image_folder(
     for folder in folders:
         found = list(_image_files(root / folder, label_of[folder]))
         if not any(entry.size > 0 for entry in found):
-            detail = f" (only {len(found)} empty files)" if found else ""
+            detail = f" (only {len(found)} empty or unreadable files)" if found else ""
             raise DataError(f"class folder {root / folder} has no images{detail}")
         entries += found
     return classes, entries
@@ -64,7 +65,11 @@ def _image_files(folder: Path, label: int):
         for name in sorted(names):
             if is_image_name(name) and not name.startswith("."):
                 path = os.path.join(directory, name)
-                stat = os.stat(path)
+                try:
+                    stat = os.stat(path)
+                except OSError:  # a dangling symlink, or a folder we may not look into
+                    yield FileEntry(path, label, UNREADABLE, 0)
+                    continue
                 yield FileEntry(path, label, stat.st_size, stat.st_mtime_ns)
 
 

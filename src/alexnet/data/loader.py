@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import signal
 from collections.abc import Callable
 from functools import partial
 
@@ -53,26 +54,57 @@ class TransformedDataset(Dataset):
 class EpochSampler(Sampler):
     """Yields (index, epoch) keys; each pass over it is the next epoch.
 
-    shuffle: a permutation drawn from (seed, epoch); otherwise indices in order.
+    shuffle: a permutation drawn from (seed, epoch); otherwise indices in order. The order is cut
+    into global batches of `batch_size` (drop_last: full ones only); rank r of `world` takes the
+    r-th equal share of each, so that the ranks together see the batches one process sees.
+    `skip_steps` global batches are left out of the next pass (a run resumed mid-epoch).
     """
 
-    def __init__(self, size: int, *, shuffle: bool, seed: int, epoch: int):
+    def __init__(
+        self,
+        size: int,
+        *,
+        shuffle: bool,
+        seed: int,
+        epoch: int,
+        batch_size: int = 1,
+        drop_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.size = size
         self.shuffle = shuffle
         self.seed = seed
         self.next_epoch = epoch
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.rank, self.world = rank, world
+        self.skip_steps = 0
+
+    def _batch_starts(self) -> range:
+        """Where the next pass's global batches start in the epoch's order."""
+        end = self.size - self.size % self.batch_size if self.drop_last else self.size
+        return range(self.skip_steps * self.batch_size, end, self.batch_size)
+
+    def _share(self, start: int) -> range:
+        """This rank's positions in the global batch starting at `start`."""
+        length = min(self.batch_size, self.size - start)
+        return range(
+            start + self.rank * length // self.world, start + (self.rank + 1) * length // self.world
+        )
 
     def __len__(self) -> int:
-        return self.size
+        return sum(len(self._share(start)) for start in self._batch_starts())
 
     def __iter__(self):
-        epoch, self.next_epoch = self.next_epoch, self.next_epoch + 1
+        starts = self._batch_starts()
+        epoch, self.next_epoch, self.skip_steps = self.next_epoch, self.next_epoch + 1, 0
         if self.shuffle:
             generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = range(self.size)
-        return ((index, epoch) for index in order)
+        return ((order[i], epoch) for start in starts for i in self._share(start))
 
 
 class SeededItems(Dataset):
@@ -107,7 +139,13 @@ def collate_skipping_none(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]
 
 
 def seed_worker(worker_id: int, *, seed: int, epoch: int) -> None:
-    """Seeds torch, numpy and random in a loader worker from (seed, epoch, worker id)."""
+    """Seeds torch, numpy and random in a loader worker from (seed, epoch, worker id).
+
+    Workers ignore SIGINT and SIGTERM: the main process decides when to stop (preemption.py)
+    and finishes its step with the batches they made.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     worker_seed = derive_seed(seed, epoch, worker_id)
     torch.manual_seed(worker_seed)
     np.random.seed(worker_seed % 2**32)
@@ -128,22 +166,35 @@ def make_loader(
     seed: int = 0,
     device: str | torch.device = "cpu",
     epoch: int = 0,
+    rank: int = 0,
+    world: int = 1,
 ) -> DataLoader:
     """A DataLoader yielding (images, labels, skipped) batches; see the module docstring.
 
     train: shuffle, and drop the last partial batch when there is more than one batch (a set
     smaller than one batch still trains). workers: -1 = one per CPU core (at most 8); 0 = the
     calling process. Memory is pinned for a CUDA device; workers persist between passes.
+    rank, world: this process's share of each global batch of `batch_size` (EpochSampler);
+    `loader.sampler.skip_steps = k` leaves the first k global batches out of the next pass.
     """
     workers = default_workers() if workers < 0 else workers
+    sampler = EpochSampler(
+        len(dataset),
+        shuffle=train,
+        seed=seed,
+        epoch=epoch,
+        batch_size=batch_size,
+        drop_last=train and len(dataset) > batch_size,
+        rank=rank,
+        world=world,
+    )
     return DataLoader(
         SeededItems(dataset, seed),
-        batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), shuffle=train, seed=seed, epoch=epoch),
+        batch_size=max(1, batch_size // world),
+        sampler=sampler,
         num_workers=workers,
         collate_fn=collate_skipping_none,
         pin_memory=torch.device(device).type == "cuda",
-        drop_last=train and len(dataset) > batch_size,
         persistent_workers=workers > 0,
         worker_init_fn=partial(seed_worker, seed=seed, epoch=epoch),
         generator=torch.Generator().manual_seed(derive_seed(seed, epoch)),

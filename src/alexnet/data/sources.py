@@ -11,6 +11,7 @@ SOURCE is one of
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alexnet.data.cifar import open_cifar10
@@ -51,6 +52,16 @@ def open_source(
     if has_train:
         raise DataError(f"{root} has train/ but no val/ beside it")
     return open_folder_tree(root, val_fraction, seed)
+
+
+def absolute_source(spec: str) -> str:
+    """`spec` with its path made absolute, so a run's recipe works from any folder."""
+    if spec == "digits":
+        return spec
+    if spec.startswith(CIFAR_PREFIX):
+        path = spec[len(CIFAR_PREFIX) :]
+        return CIFAR_PREFIX + os.path.abspath(os.path.expanduser(path)) if path else spec
+    return os.path.abspath(os.path.expanduser(spec))
 
 
 def open_splits(recipe: DataRecipe, *, download: bool = False) -> Splits:
