@@ -3,7 +3,7 @@
 `fit(recipe, run_dir)` trains a network from a recipe and writes everything a run keeps into one
 folder: `recipe.json`, `metrics.jsonl` (one JSON object per epoch), `last.pt` every epoch,
 `best.pt` on the best validation top-1 error, `curves.png`, `conv1.png` (Figure 3) and
-`train.log` (and `tensorboard/` with `run.tensorboard=true`).
+`train.log` (and `tensorboard/` with `run.tensorboard=true`), then `report.html` (report.py).
 `fit(..., resume_from=checkpoint.load(run_dir))` continues a run.
 """
 
@@ -43,6 +43,7 @@ from alexnet.files import write_text_atomically
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, plateau_schedule
 from alexnet.recipe import Recipe, RecipeError
+from alexnet.report import write_report_after_training
 from alexnet.tensorboard_log import Board, open_board
 
 log = logging.getLogger("alexnet")
@@ -219,7 +220,9 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     handler = _attach_log_file(run_dir)
     try:
-        return _fit(recipe, run_dir, splits, resume_from, placement, progress, board)
+        summary = _fit(recipe, run_dir, splits, resume_from, placement, progress, board)
+        write_report_after_training(run_dir, recipe)  # report.html; a failure only warns
+        return summary
     finally:
         board.close()
         log.removeHandler(handler)
