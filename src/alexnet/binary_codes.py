@@ -7,7 +7,8 @@ these vectors to short binary codes." Three ways to make the codes:
 - `autoencoder`: semantic hashing (Salakhutdinov & Hinton; Krizhevsky & Hinton 2011, the
   auto-encoder the paper refers to): a code layer of sigmoid units whose inputs get Gaussian noise
   while training, which pushes them to 0 or 1; a linear decoder reconstructs the standardised
-  fc7 vector; a code bit is the unit thresholded at 0.5.
+  fc7 vector; a code bit is the unit thresholded at 0.5. Its layers start at the PCA codes'
+  projection (trained from a random start on little data it did worse than chance).
 - `pca`: the sign of the projection on the leading principal components (a baseline).
 - `random`: the sign of a random Gaussian projection (locality-sensitive hashing; a baseline).
 
@@ -52,15 +53,11 @@ def fit_encoder(
     if method == "random":
         projection = torch.randn(sample.shape[1], bits, generator=generator)  # (D, bits)
         offset = torch.zeros(bits)
-    elif method == "pca":
-        _, _, components = torch.linalg.svd(sample, full_matrices=False)  # (r, D)
-        projection = torch.zeros(sample.shape[1], bits)
-        kept = min(bits, len(components))
-        projection[:, :kept] = components[:kept].T  # missing components: constant bits
-        offset = torch.zeros(bits)
     else:
+        projection, offset = _principal_axes(sample, bits), torch.zeros(bits)
+    if method == "autoencoder":  # started from the PCA codes, so it begins no worse than them
         steps = min(300, -(-passes * len(sample) // 256))
-        layer = _train_autoencoder(sample, bits, generator, steps)
+        layer = _train_autoencoder(sample, projection, generator, steps)
         projection, offset = layer.weight.detach().T, layer.bias.detach()
 
     def encode(features: np.ndarray) -> np.ndarray:
@@ -70,11 +67,31 @@ def fit_encoder(
     return encode
 
 
+def _principal_axes(sample: torch.Tensor, bits: int) -> torch.Tensor:
+    """The leading `bits` principal axes (D, bits) of a centred sample; zero columns when there
+    are fewer (constant bits, which change no Hamming distance)."""
+    _, _, components = torch.linalg.svd(sample, full_matrices=False)  # (r, D)
+    projection = torch.zeros(sample.shape[1], bits)
+    kept = min(bits, len(components))
+    projection[:, :kept] = components[:kept].T
+    return projection
+
+
 def _train_autoencoder(
-    sample: torch.Tensor, bits: int, generator: torch.Generator, steps: int, noise: float = 4.0
+    sample: torch.Tensor,
+    start: torch.Tensor,
+    generator: torch.Generator,
+    steps: int,
+    noise: float = 1.0,
 ) -> nn.Linear:
-    """The code layer of a noisy-sigmoid auto-encoder trained to reconstruct `sample` (S, D)."""
-    encoder, decoder = nn.Linear(sample.shape[1], bits), nn.Linear(bits, sample.shape[1])
+    """The code layer of a noisy-sigmoid auto-encoder trained to reconstruct `sample` (S, D),
+    its encoder started at the projection `start` (D, bits) and its decoder at the transpose."""
+    encoder, decoder = nn.Linear(*start.shape), nn.Linear(start.shape[1], start.shape[0])
+    with torch.no_grad():
+        encoder.weight.copy_(start.T)
+        encoder.bias.zero_()
+        decoder.weight.copy_(start)
+        decoder.bias.zero_()
     optimizer = torch.optim.Adam([*encoder.parameters(), *decoder.parameters()], lr=1e-3)
     for _ in range(steps):
         batch = sample[torch.randint(len(sample), (min(256, len(sample)),), generator=generator)]
