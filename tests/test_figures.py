@@ -51,3 +51,19 @@ def test_plots_are_written(tmp_path):
         with Image.open(tmp_path / name) as image:
             assert image.size[0] > 300 and image.size[1] > 200
     assert sorted(p.name for p in tmp_path.iterdir()) == ["conv1.png", "curves.png"]
+
+
+def test_figure_1_and_4_are_written(tmp_path):
+    import numpy as np
+
+    from alexnet.figures import Neighbours, Top5, plot_neighbours, plot_top5, plot_training_error
+
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    plot_top5([Top5(image, "3", ["3", "8", "5", "1", "0"], [0.6, 0.2, 0.1, 0.05, 0.05])] * 3,
+              tmp_path / "top5.png")  # fmt: skip
+    plot_neighbours([Neighbours(image, "3", [image] * 6, ["3"] * 6, [1.0] * 6)] * 2,
+                    tmp_path / "neighbours.png")  # fmt: skip
+    plot_training_error({"relu": ([0, 1], [0.9, 0.2]), "tanh": ([0, 1], [0.9, 0.5])},
+                        tmp_path / "fig1.png")  # fmt: skip
+    for name in ("top5.png", "neighbours.png", "fig1.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"

@@ -8,7 +8,7 @@ from torch import nn
 from alexnet import AlexNet
 from alexnet.model import LocalResponseNorm, TowerConv2d
 
-VARIANTS = ["paper", "one-tower", "owt"]
+VARIANTS = ["paper", "one-tower", "half-width", "owt"]
 
 
 @pytest.fixture(autouse=True)
@@ -18,7 +18,12 @@ def _seed():
 
 @pytest.mark.parametrize(
     ("variant", "expected"),
-    [("paper", 60_965_224), ("one-tower", 62_378_344), ("owt", 61_100_840)],
+    [
+        ("paper", 60_965_224),
+        ("one-tower", 62_378_344),
+        ("half-width", 40_702_632),
+        ("owt", 61_100_840),
+    ],
 )
 def test_parameter_count_matches_paper_and_torchvision(variant, expected):
     model = AlexNet(num_classes=1000, variant=variant)

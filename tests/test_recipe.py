@@ -64,7 +64,10 @@ def test_overrides_are_parsed_to_the_fields_type():
         ("optim.batch_size=12.5", "optim.batch_size='12.5': expected int"),
         ("optim.lr=fast", "optim.lr='fast': expected float"),
         ("data.flip=maybe", "data.flip='maybe': expected a boolean"),
-        ("model.variant=vgg", "model.variant='vgg': expected one of 'paper', 'one-tower', 'owt'"),
+        (
+            "model.variant=vgg",
+            "model.variant='vgg': expected one of 'paper', 'one-tower', 'half-width', 'owt'",
+        ),
         ("optim.lr", "expected section.key=value"),
     ],
 )

@@ -36,6 +36,7 @@ from alexnet.data import (
     DataError,
     DataStats,
     FileSource,
+    ImageSource,
     TransformedDataset,
     eval_transform,
     make_loader,
@@ -126,6 +127,16 @@ class TrainedNetwork:
         finds an image's nearest neighbours."""
         batches = self._batches(_Images(images, self.transform), self.batch_size, self._fc7)
         return torch.cat([rows for _, rows in batches])
+
+    def embed_source(
+        self, source: ImageSource, *, workers: int = 0, progress: bool = False
+    ) -> Iterator[tuple[list[int], torch.Tensor]]:
+        """fc7 vectors of a data set's images in order, batch by batch: (positions, (B, 4096));
+        an unreadable image is left out of its batch (§6.1: the features retrieval searches)."""
+        dataset = _Positioned(TransformedDataset(source, self.transform))
+        return self._batches(
+            dataset, self.batch_size, self._fc7, workers=workers, progress=progress
+        )
 
     def predict_files(
         self,
@@ -219,6 +230,20 @@ class _Images(Dataset):
 
     def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
         return self.transform(_as_rgb(self.images[position], self.transform.image_size)), position
+
+
+class _Positioned(Dataset):
+    """A transformed source whose items carry their position instead of their label."""
+
+    def __init__(self, dataset: TransformedDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, position: int) -> tuple[torch.Tensor, int] | None:
+        item = self.dataset[position]
+        return None if item is None else (item[0], position)
 
 
 def _as_rgb(image: ImageLike, decode_size: int) -> Image.Image:

@@ -8,6 +8,10 @@ variant loads a `torchvision.models.alexnet` state_dict unchanged):
   conv1 and conv2 (§3.3); overlapping max-pool 3/2 (§3.4); dropout 0.5 on the outputs of fc6
   and fc7 (§4.2); the paper's init (§5). 60,965,224 parameters with 1000 classes.
 - `"one-tower"`: the same without groups. 62,378,344 parameters.
+- `"half-width"`: one tower with half the kernels of every conv layer (48-128-192-192-128), the
+  net §3.2 compares the two towers against ("half as many kernels in each convolutional layer
+  trained on one GPU"); the fully connected layers stay 4096 wide, as the paper says nothing
+  of halving them. 40,702,632 parameters.
 - `"owt"`: torchvision's layout, the 2014 "one weird trick" net (64-192-384-256-256, no LRN,
   no groups, dropout before fc6 and fc7). 61,100,840 parameters.
 
@@ -26,13 +30,14 @@ from torch import nn
 
 from alexnet.ops import local_response_norm
 
-Variant = Literal["paper", "one-tower", "owt"]
+Variant = Literal["paper", "one-tower", "half-width", "owt"]
 LRNConvention = Literal["paper", "cuda-convnet"]
 
 # Kernels of the five conv layers.
 _CONV_CHANNELS = {
     "paper": (96, 256, 384, 384, 256),
     "one-tower": (96, 256, 384, 384, 256),
+    "half-width": (48, 128, 192, 192, 128),  # §3.2's one-GPU comparison
     "owt": (64, 192, 384, 256, 256),
 }
 _BIAS_ONE = {"conv2", "conv4", "conv5", "fc6", "fc7"}  # §5: biases initialised to 1

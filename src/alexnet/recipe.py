@@ -23,7 +23,7 @@ class RecipeError(ValueError):
 
 @dataclass
 class ModelRecipe:
-    variant: Literal["paper", "one-tower", "owt"] = "paper"  # §3.2: two towers (groups=2)
+    variant: Literal["paper", "one-tower", "half-width", "owt"] = "paper"  # §3.2: two towers
     activation: Literal["relu", "tanh"] = "relu"  # §3.1: ReLU after every learned layer
     lrn: Literal["paper", "cuda-convnet", "off"] = "paper"  # §3.3: α convention, or no LRN
     overlapping_pool: bool = True  # §3.4: z=3, s=2 (False: z=s=2)
@@ -70,6 +70,7 @@ class RunRecipe:
     compile: bool = True  # torch.compile the model on CUDA (ignored on CPU: no speed-up there)
     tensorboard: bool = False  # also log each epoch to run_dir/tensorboard (the tensorboard extra)
     model_parallel: str = ""  # §3.2: "DEV_A,DEV_B" puts tower one on DEV_A, tower two on DEV_B
+    report: bool = True  # write report.html at the end of training (report.py)
 
 
 @dataclass

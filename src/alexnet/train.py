@@ -3,7 +3,7 @@
 `fit(recipe, run_dir)` trains a network from a recipe and writes everything a run keeps into one
 folder: `recipe.json`, `metrics.jsonl` (one JSON object per epoch), `last.pt` every epoch,
 `best.pt` on the best validation top-1 error, `curves.png`, `conv1.png` (Figure 3) and
-`train.log` (and `tensorboard/` with `run.tensorboard=true`).
+`train.log` (and `tensorboard/` with `run.tensorboard=true`), then `report.html` (report.py).
 `fit(..., resume_from=checkpoint.load(run_dir))` continues a run, also from the
 middle of an epoch. The pieces it calls live beside it: distributed.py (torchrun ranks),
 parallel.py (§3.2), preemption.py (SIGTERM, Ctrl-C), run_state.py, run_folder.py, checkpoint.py.
@@ -37,6 +37,7 @@ from alexnet.optim import plateau_ends_run
 from alexnet.parallel import input_device, single_device
 from alexnet.preemption import StopRequest, stop_on_signals
 from alexnet.recipe import Recipe
+from alexnet.report import write_report_after_training
 from alexnet.run_folder import (
     RunError,
     append_metrics,
@@ -187,7 +188,10 @@ def fit(
             log.setLevel(logging.WARNING)  # rank 0 tells the story
         with stop_on_signals() as request:
             run = start_run(recipe, run_dir, splits, resume_from, placement, ranks, progress)
-            return _train(run, request, progress and ranks.is_main, board)
+            summary = _train(run, request, progress and ranks.is_main, board)
+        if ranks.is_main and "stopped" not in summary:
+            write_report_after_training(run_dir, recipe)  # report.html; a failure only warns
+        return summary
     except OSError as error:  # disk full, no permission, --out under a file
         _close(handler)
         handler = None

@@ -1,0 +1,137 @@
+"""Ablations (§3.2-§4.2): the paper's net against each of its choices removed, over seeds.
+
+Every run is an ordinary run folder, `OUT/<ablation>/seed-<n>/`, trained by `fit` from a preset
+with the paper's choices all on (two towers, LRN, overlapping pooling, PCA lighting, dropout),
+then the ablation's change, then the user's `--set`. A run that stopped is resumed from its
+`last.pt`; a finished one is read, not retrained: rerunning the command continues where it
+stopped. The table gives the last epoch's validation top-1/top-5 error, mean ± std over the
+seeds, the difference to the full net and the difference the paper reports beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from alexnet import checkpoint
+from alexnet.files import write_text_atomically
+from alexnet.recipe import Recipe, apply_overrides, preset
+from alexnet.report import Section, Table, write_report
+from alexnet.train import fit
+
+log = logging.getLogger("alexnet")
+
+
+class Ablation(NamedTuple):
+    name: str
+    overrides: list[str]
+    paper: str  # the paper's difference to the full net, top-1 / top-5 error points
+
+
+PAPER_CHOICES = [  # the full net: every choice the ablations remove, switched on
+    "model.variant=paper",
+    "model.lrn=paper",
+    "model.overlapping_pool=true",
+    "model.dropout=0.5",
+    "data.pca_lighting=true",
+]
+ABLATIONS = [
+    Ablation("full", [], "—"),
+    Ablation("no-lrn", ["model.lrn=off"], "+1.4 / +1.2 (§3.3)"),
+    Ablation("non-overlapping-pool", ["model.overlapping_pool=false"], "+0.4 / +0.3 (§3.4)"),
+    Ablation("no-pca-lighting", ["data.pca_lighting=false"], "> +1 / — (§4.1)"),
+    Ablation("no-dropout", ["model.dropout=0.0"], "substantial overfitting, no figure (§4.2)"),
+    Ablation("one-tower-half-width", ["model.variant=half-width"], "+1.7 / +1.2 (§3.2)"),
+]
+
+
+def ablation_recipe(base: str, ablation: Ablation, seed: int, extra: list[str]) -> Recipe:
+    recipe = preset(base)
+    return apply_overrides(
+        recipe,
+        [*PAPER_CHOICES, *ablation.overrides, *extra, f"run.seed={seed}", "run.report=false"],
+    )
+
+
+def train_or_resume(recipe: Recipe, run_dir: Path, progress: bool) -> dict:
+    """The run's last metrics line, training or resuming it first when it is not finished."""
+    saved = checkpoint.load(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None
+    if saved is None or saved["epoch"] < recipe.schedule.epochs:
+        log.info("ablation run %s", run_dir)
+        fit(recipe, run_dir, resume_from=saved, progress=progress)
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return json.loads(lines[recipe.schedule.epochs - 1])
+
+
+def run_ablations(
+    out: Path,
+    *,
+    base: str = "digits",
+    seeds: int = 2,
+    overrides: list[str] | None = None,
+    progress: bool = False,
+) -> dict:
+    """Train (or resume) every ablation for every seed; write ablations.md, .json, report.html."""
+    overrides = overrides or []
+    results = {}
+    for ablation in ABLATIONS:
+        records = [
+            train_or_resume(
+                ablation_recipe(base, ablation, seed, overrides),
+                out / ablation.name / f"seed-{seed}",
+                progress,
+            )
+            for seed in range(seeds)
+        ]
+        results[ablation.name] = {
+            "overrides": ablation.overrides,
+            "paper": ablation.paper,
+            "top1": [r["val_top1_error"] for r in records],
+            "top5": [r["val_top5_error"] for r in records],
+        }
+    recipe = ablation_recipe(base, ABLATIONS[0], 0, overrides)
+    summary = {
+        "recipe": base,
+        "seeds": seeds,
+        "epochs": recipe.schedule.epochs,
+        "data": recipe.data.source,
+        "overrides": overrides,
+        "ablations": results,
+    }
+    table = ablation_table(results)
+    write_text_atomically(out / "ablations.json", json.dumps(summary, indent=2) + "\n")
+    write_text_atomically(out / "ablations.md", markdown(table) + "\n")
+    text = (
+        f"Recipe {base!r} with the paper's choices on, {seeds} seeds, {recipe.schedule.epochs} "
+        f"epochs, data {recipe.data.source}; extra --set: {', '.join(overrides) or 'none'}. "
+        "Validation error (%) at the last epoch, mean ± std over seeds; Δ: ablation − full net."
+    )
+    section = Section("Ablations (§3.2-§4.2)", [text], table)
+    write_report(out / "report.html", "Experiment: ablations", str(out), [section])
+    return summary
+
+
+def ablation_table(results: dict[str, dict]) -> Table:
+    full = results["full"]
+    rows = []
+    for name, result in results.items():
+        cells = [name]
+        for key in ("top1", "top5"):
+            errors = 100 * np.array(result[key])
+            cells.append(f"{errors.mean():.2f} ± {errors.std():.2f}")
+        for key in ("top1", "top5"):
+            delta = 100 * (np.mean(result[key]) - np.mean(full[key]))
+            cells.append("—" if name == "full" else f"{delta:+.2f}")
+        rows.append([*cells, result["paper"]])
+    headers = ["ablation", "top-1 err", "top-5 err", "Δ top-1", "Δ top-5", "paper Δ top-1/top-5"]
+    return Table(headers, rows)
+
+
+def markdown(table: Table) -> str:
+    lines = ["| " + " | ".join(table.headers) + " |", "|" + "---|" * len(table.headers)]
+    lines += ["| " + " | ".join(row) + " |" for row in table.rows]
+    return "\n".join(lines)
