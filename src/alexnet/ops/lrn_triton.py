@@ -32,11 +32,20 @@ def _inverse_power(s, BETA: tl.constexpr):
 
 
 @triton.jit
-def _tile(C, P, stride_c, stride_p, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
-    """This program's image offset, channel indices, pixel offsets and pixel mask."""
+def _tile(C, P, stride_b, stride_c, stride_p, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """This program's channel indices, the offsets of its pixels in its image, the pixel mask."""
     channels = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     pixels = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    return channels, pixels[None, :] * stride_p, pixels[None, :] < P
+    image = tl.program_id(2).to(tl.int64) * stride_b
+    return channels, image + pixels[None, :] * stride_p, pixels[None, :] < P
+
+
+@triton.jit
+def _shifted(channels, shift, C, stride_c, pixel_offsets, pixel_mask):
+    """Offsets and mask of the tile's channels moved by `shift` (masked beyond the ends)."""
+    neighbour = channels + shift
+    mask = ((neighbour >= 0) & (neighbour < C))[:, None] & pixel_mask
+    return neighbour[:, None] * stride_c + pixel_offsets, mask
 
 
 @triton.jit
@@ -44,17 +53,13 @@ def _forward_kernel(
     x_ptr, y_ptr, s_ptr, C, P, stride_b, stride_c, stride_p, alpha, k,
     SIZE: tl.constexpr, BETA: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    channels, pixel_offsets, pixel_mask = _tile(C, P, stride_c, stride_p, BLOCK_C, BLOCK_P)
-    image = tl.program_id(2).to(tl.int64) * stride_b
+    channels, pixels, pixel_mask = _tile(C, P, stride_b, stride_c, stride_p, BLOCK_C, BLOCK_P)
     window = tl.full((BLOCK_C, BLOCK_P), 0.0, tl.float32)
     for j in tl.static_range(SIZE):
-        neighbour = channels + (j - SIZE // 2)
-        mask = ((neighbour >= 0) & (neighbour < C))[:, None] & pixel_mask
-        offsets = image + neighbour[:, None] * stride_c + pixel_offsets
+        offsets, mask = _shifted(channels, j - SIZE // 2, C, stride_c, pixels, pixel_mask)
         a = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         window += a * a
-    offsets = image + channels[:, None] * stride_c + pixel_offsets
-    mask = (channels < C)[:, None] & pixel_mask
+    offsets, mask = _shifted(channels, 0, C, stride_c, pixels, pixel_mask)
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     s = k + alpha * window
     tl.store(y_ptr + offsets, (x * _inverse_power(s, BETA)).to(y_ptr.dtype.element_ty), mask=mask)
@@ -66,19 +71,15 @@ def _backward_kernel(
     dy_ptr, x_ptr, s_ptr, dx_ptr, C, P, stride_b, stride_c, stride_p, alpha,
     SIZE: tl.constexpr, BETA: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
 ):  # fmt: skip
-    channels, pixel_offsets, pixel_mask = _tile(C, P, stride_c, stride_p, BLOCK_C, BLOCK_P)
-    image = tl.program_id(2).to(tl.int64) * stride_b
+    channels, pixels, pixel_mask = _tile(C, P, stride_b, stride_c, stride_p, BLOCK_C, BLOCK_P)
     window = tl.full((BLOCK_C, BLOCK_P), 0.0, tl.float32)  # Σ_j dy_j·x_j·s_j^-(β+1)
     for j in tl.static_range(SIZE):
-        neighbour = channels + (j - SIZE // 2)
-        mask = ((neighbour >= 0) & (neighbour < C))[:, None] & pixel_mask
-        offsets = image + neighbour[:, None] * stride_c + pixel_offsets
+        offsets, mask = _shifted(channels, j - SIZE // 2, C, stride_c, pixels, pixel_mask)
         dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
         s = tl.load(s_ptr + offsets, mask=mask, other=1.0)
         window += dy * x * _inverse_power(s, BETA) / s
-    offsets = image + channels[:, None] * stride_c + pixel_offsets
-    mask = (channels < C)[:, None] & pixel_mask
+    offsets, mask = _shifted(channels, 0, C, stride_c, pixels, pixel_mask)
     dy = tl.load(dy_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     x = tl.load(x_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
     s = tl.load(s_ptr + offsets, mask=mask, other=1.0)
