@@ -41,6 +41,11 @@ def top_k_errors(probabilities: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -
     return torch.stack([(~hits[:, :k].any(dim=1)).sum() for k in ks])
 
 
+def images_per_batch(batch_size: int, ten_crop: bool) -> int:
+    """Ten crops make ten network inputs per image (§4.1): a tenth as many images per batch."""
+    return max(1, batch_size // 10) if ten_crop else batch_size
+
+
 def class_probabilities(
     model: nn.Module, images: torch.Tensor, placement: Placement
 ) -> torch.Tensor:
@@ -116,7 +121,7 @@ def evaluate_checkpoint(
         dataset = TransformedDataset(splits.val, eval_transform(recipe.data, stats, ten_crop=crops))
         loader = make_loader(
             dataset,
-            max(1, batch_size // 10) if crops else batch_size,
+            images_per_batch(batch_size, crops),
             train=False,
             workers=recipe.run.workers if workers is None else workers,
             seed=recipe.run.seed,

@@ -45,7 +45,7 @@ from alexnet.data.dataset import FileEntry
 from alexnet.data.decode import read_rgb, to_rgb
 from alexnet.data.transforms import Pipeline
 from alexnet.device import Placement
-from alexnet.evaluate import class_probabilities
+from alexnet.evaluate import class_probabilities, images_per_batch
 from alexnet.export import read_safetensors
 from alexnet.files import write_text_atomically
 
@@ -178,8 +178,7 @@ class TrainedNetwork:
         return self.ten_crop_transform if ten_crop else self.transform
 
     def _batch_size(self, ten_crop: bool) -> int:
-        """Ten crops make ten network inputs per image: a tenth as many images per batch."""
-        return max(1, self.batch_size // 10) if ten_crop else self.batch_size
+        return images_per_batch(self.batch_size, ten_crop)
 
     @torch.no_grad()
     def _batches(
