@@ -27,6 +27,7 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/bench_step.py
+	$(BIN)/python bench/bench_data.py
 	$(BIN)/python bench/bench_pipeline.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_predict.py

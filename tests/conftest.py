@@ -59,3 +59,12 @@ def _no_report_after_training():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(alexnet.train, "write_report_after_training", lambda run_dir, recipe: None)
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _statistics_cache(tmp_path_factory):
+    """Data statistics are cached in one folder ($ALEXNET_CACHE): a fresh one for the suite,
+    never the user's ~/.cache/alexnet; commands the tests start inherit it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("ALEXNET_CACHE", str(tmp_path_factory.mktemp("alexnet-cache")))
+        yield

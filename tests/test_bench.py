@@ -17,6 +17,6 @@ def test_benchmark_script_imports(script, monkeypatch):
     assert callable(module.main)
 
 
-def test_all_four_benchmarks_are_there():
-    expected = {"bench_pipeline", "bench_predict", "bench_step", "bench_train"}
+def test_all_five_benchmarks_are_there():
+    expected = {"bench_data", "bench_pipeline", "bench_predict", "bench_step", "bench_train"}
     assert {path.stem for path in BENCH} == expected

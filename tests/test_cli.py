@@ -67,21 +67,39 @@ def test_train_prints_the_error_and_where_the_run_is(trained):
     assert f"alexnet eval {run} --ten-crop" in printed
 
 
-def test_eval_reproduces_the_recorded_validation_figures(trained_run, capsys):
-    records = [
-        json.loads(line) for line in (trained_run / "metrics.jsonl").read_text().splitlines()
-    ]
+def assert_best_epoch_reproduced(run: Path, centre: dict) -> None:
+    """`eval`'s centre-crop figures are those recorded for the best epoch during training."""
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     best = min(records, key=lambda r: r["val_top1_error"])
+    assert centre["top1_error"] == best["val_top1_error"]
+    assert centre["top5_error"] == best["val_top5_error"]
+    assert centre["loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+
+
+def test_eval_reproduces_the_recorded_validation_figures(trained_run, capsys):
     assert main(["eval", str(trained_run), "--workers", "0", "--no-progress", "--ten-crop"]) == 0
     out = capsys.readouterr().out
     assert "centre crop" in out and "ten crops" in out
     report = json.loads((trained_run / "eval-best.json").read_text())
     centre = report["centre crop"]
-    assert centre["top1_error"] == best["val_top1_error"]
-    assert centre["top5_error"] == best["val_top5_error"]
-    assert centre["loss"] == pytest.approx(best["val_loss"], rel=1e-5)
+    assert_best_epoch_reproduced(trained_run, centre)
     assert 0 <= report["ten crops"]["top1_error"] <= 1
     assert report["ten crops"]["images"] == centre["images"]
+
+
+def test_eval_needs_no_training_image(ilsvrc_tree, tmp_path, capsys):
+    data, run = tmp_path / "imagenet", tmp_path / "run"
+    shutil.copytree(ilsvrc_tree, data)
+    argv = ["train", "--recipe", "digits", "--data", str(data), "--out", str(run), *TINY]
+    assert main([*argv, "--epochs", "1"]) == 0
+    for image in (data / "train").glob("*/*.JPEG"):  # the wnid folders stay: they are the labels
+        image.unlink()
+    capsys.readouterr()
+    assert main(["eval", str(run), "--workers", "0", "--no-progress"]) == 0
+    assert "2 classes, train/ not opened, 2 val" in capsys.readouterr().out
+    assert_best_epoch_reproduced(
+        run, json.loads((run / "eval-best.json").read_text())["centre crop"]
+    )
 
 
 def test_predict_prints_top_classes_with_probabilities(trained_run, tmp_path, capsys):

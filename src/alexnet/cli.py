@@ -1,10 +1,11 @@
-"""The command line: `alexnet train`, `eval`, `predict`, `report`, `experiment`, `export`,
-`import-torchvision`, `demo`.
+"""The command line: `alexnet train`, `eval`, `predict`, `prepare`, `report`, `experiment`,
+`export`, `import-torchvision`, `demo`.
 
-Each subcommand parses its arguments and calls the library; `report` and `experiment` live in
-cli_experiments.py, the options several commands share in cli_args.py. Errors a person can cause (a
-missing path, a folder without images, a bad `--set`, an unknown recipe, a checkpoint that is
-corrupt or of another variant) end with one line on stderr and exit status 2.
+Each subcommand parses its arguments and calls the library; `prepare` lives in cli_prepare.py,
+`report` and `experiment` in cli_experiments.py, the options several commands share in
+cli_args.py. Errors a person can cause (a missing path, a folder without images, a bad `--set`,
+an unknown recipe, a checkpoint that is corrupt or of another variant) end with one line on
+stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tqdm import tqdm
 from alexnet import checkpoint
 from alexnet.cli_args import DATA_HELP, add_run_flags, positive_int
 from alexnet.cli_experiments import add_experiment_commands, add_report_command
+from alexnet.cli_prepare import add_prepare_command
 from alexnet.data import DataError, open_splits
 from alexnet.data.folder import find_image_files
 from alexnet.device import DeviceError
@@ -317,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_flags(predict)
     predict.set_defaults(handler=_predict)
 
+    add_prepare_command(commands)
     add_report_command(commands)
     add_experiment_commands(commands)
 

@@ -2,9 +2,9 @@
 
 With ten crops (§4.1) the loader yields (B, 10, 3, H, W); the network sees all ten patches and
 the softmax outputs are averaged before the errors are counted. `evaluate_checkpoint` rebuilds
-a checkpoint's validation set, transforms and placement, so it reproduces the figures recorded
-during training. `class_probabilities` is the one forward pass that training, evaluation and
-prediction (inference.py) share.
+a checkpoint's validation set (opening only that split), transforms and placement, so it
+reproduces the figures recorded during training. `class_probabilities` is the one forward pass
+that training, evaluation and prediction (inference.py) share.
 """
 
 from __future__ import annotations
@@ -18,15 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from alexnet import checkpoint
-from alexnet.data import (
-    DataError,
-    DataStats,
-    TransformedDataset,
-    average_ten_crop,
-    eval_transform,
-    make_loader,
-    open_splits,
-)
+from alexnet.data import DataError, DataStats, average_ten_crop, make_batches, open_splits
 from alexnet.device import Placement
 
 
@@ -110,7 +102,7 @@ def evaluate_checkpoint(
     recipe = checkpoint.recipe_of(state)
     if data:
         recipe.data.source = data
-    splits = open_splits(recipe.data)
+    splits = open_splits(recipe.data, val_only=True)
     checkpoint.ensure_classes(state, splits.classes, recipe.data.source)
     placement = Placement.for_run(recipe.run, device)
     model = placement.model(checkpoint.build_model(state))
@@ -118,14 +110,17 @@ def evaluate_checkpoint(
     batch_size = batch_size or recipe.optim.batch_size
     results = {}
     for name, crops in [("centre crop", False), ("ten crops", True)][: 2 if ten_crop else 1]:
-        dataset = TransformedDataset(splits.val, eval_transform(recipe.data, stats, ten_crop=crops))
-        loader = make_loader(
-            dataset,
+        loader = make_batches(
+            splits.val,
+            recipe.data,
+            stats,
             images_per_batch(batch_size, crops),
             train=False,
+            ten_crop=crops,
+            device=placement.device,
+            gpu_decode=recipe.run.gpu_decode,
             workers=recipe.run.workers if workers is None else workers,
             seed=recipe.run.seed,
-            device=placement.device,
         )
         results[name] = evaluate(model, loader, placement, progress=progress, description=name)
     return splits.description, results

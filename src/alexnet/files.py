@@ -9,6 +9,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # read once, at import, before any thread could create a file
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+
+
 def write_atomically(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
     """`write(file)` to a temporary file beside `path`, flushed to disk, then renamed to `path`.
 
@@ -19,6 +28,7 @@ def write_atomically(path: Path | str, write: Callable[[BinaryIO], object]) -> N
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(temporary, 0o666 & ~UMASK)  # mkstemp's 0600 would hide the file from others
         with os.fdopen(handle, "wb") as file:
             write(file)
             file.flush()

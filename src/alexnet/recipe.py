@@ -64,7 +64,8 @@ class ScheduleRecipe:
 class RunRecipe:
     device: str = "auto"  # cuda if available, else cpu; or any torch device string
     seed: int = 0  # seeds torch, numpy, random and every loader worker
-    workers: int = -1  # data-loading processes; -1: one per CPU core (at most 8)
+    workers: int = -1  # data-loading processes; -1: one per CPU core
+    gpu_decode: bool = True  # CUDA: decode a prepared store's JPEGs in batches on the GPU
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
     compile: bool = True  # torch.compile the model on CUDA (ignored on CPU: no speed-up there)

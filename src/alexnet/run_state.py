@@ -21,15 +21,8 @@ import torch
 from torch import nn
 
 from alexnet import checkpoint
-from alexnet.data import (
-    DataStats,
-    Splits,
-    TransformedDataset,
-    compute_stats,
-    eval_transform,
-    make_loader,
-    train_transform,
-)
+from alexnet.data import DataStats, Splits, compute_stats, make_batches
+from alexnet.data.stats import stats_cache_dir
 from alexnet.device import Placement
 from alexnet.distributed import Ranks
 from alexnet.files import write_text_atomically
@@ -48,13 +41,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def datasets(recipe: Recipe, splits: Splits, stats: DataStats):
-    """The training and validation sets with the paper's transforms applied (§2, §4.1)."""
-    train = TransformedDataset(splits.train, train_transform(recipe.data, stats))
-    val = TransformedDataset(splits.val, eval_transform(recipe.data, stats))
-    return train, val
 
 
 @dataclass
@@ -88,8 +74,7 @@ def start_run(recipe, run_dir, splits: Splits, saved, placement, ranks, progress
         checkpoint.ensure_classes(saved, splits.classes, recipe.data.source)
         stats = DataStats.from_state_dict(saved["data_stats"])
     else:
-        stats = _shared_stats(recipe, splits, run_dir, ranks, progress)
-    train_set, val_set = datasets(recipe, splits, stats)
+        stats = _shared_stats(recipe, splits, ranks, progress)
 
     seed_everything(recipe.run.seed)  # here, so the init does not depend on the stats cache
     if saved is not None:
@@ -115,13 +100,15 @@ def start_run(recipe, run_dir, splits: Splits, saved, placement, ranks, progress
     start_epoch = saved["epoch"] + 1 if saved is not None else 1
     loader_options = dict(
         workers=workers, seed=recipe.run.seed, device=placement.device, epoch=start_epoch,
-        rank=ranks.rank, world=ranks.world,
+        rank=ranks.rank, world=ranks.world, gpu_decode=recipe.run.gpu_decode,
     )  # fmt: skip
+    batch_size = recipe.optim.batch_size
     run = Run(
         recipe, run_dir, ranks, placement, list(splits.classes), stats, network, step_model,
         optimizer, schedule,
-        make_loader(train_set, recipe.optim.batch_size, train=True, **loader_options),
-        make_loader(val_set, recipe.optim.batch_size, train=False, **loader_options),
+        # §2 + §4.1: uint8 crops from the workers, the float arithmetic on the device
+        make_batches(splits.train, recipe.data, stats, batch_size, train=True, **loader_options),
+        make_batches(splits.val, recipe.data, stats, batch_size, train=False, **loader_options),
         records=[],
     )  # fmt: skip
     if saved is not None:
@@ -137,8 +124,8 @@ def start_run(recipe, run_dir, splits: Splits, saved, placement, ranks, progress
         _where(placement, ranks, recipe.run.model_parallel),
         placement.description,
         len(splits.classes),
-        len(train_set),
-        len(val_set),
+        len(splits.train),
+        len(splits.val),
     )
     return run
 
@@ -150,14 +137,15 @@ def _where(placement: Placement, ranks: Ranks, model_parallel: str) -> str:
     return where
 
 
-def _shared_stats(recipe: Recipe, splits: Splits, run_dir: Path, ranks: Ranks, progress: bool):
-    """§2's mean image and RGB PCA, computed (and cached in the run folder) by rank 0 only."""
+def _shared_stats(recipe: Recipe, splits: Splits, ranks: Ranks, progress: bool):
+    """§2's mean image and RGB PCA: a store's own, or computed (and cached for every run on the
+    same data, stats.stats_cache_dir) by rank 0 only."""
     stats = None
     if ranks.is_main:
         stats = compute_stats(
             splits.train,
             recipe.data.image_size,
-            cache_dir=run_dir,
+            cache_dir=stats_cache_dir(),
             workers=recipe.run.workers,
             progress=progress,
         )

@@ -31,6 +31,15 @@ def image_tree(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def folder_pair(tmp_path: Path) -> Path:
+    """train/ with classes a (2 images) and b (3), val/ with 1 and 2 of them."""
+    root = tmp_path / "pair"
+    write_tree(root / "train", {"b": 3, "a": 2})
+    write_tree(root / "val", {"b": 2, "a": 1}, seed=1)
+    return root
+
+
+@pytest.fixture
 def ilsvrc_kaggle(tmp_path: Path) -> Path:
     """ILSVRC-2012 train/ + flat val/, labels in LOC_val_solution.csv a folder above (Kaggle)."""
     root = tmp_path / "imagenet"

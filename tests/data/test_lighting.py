@@ -33,6 +33,13 @@ def test_shift_for_a_fixed_alpha_is_the_hand_computed_one():
     assert shift.tolist() == pytest.approx(expected, abs=1e-6)
 
 
+def test_a_batch_of_draws_gives_each_draws_shift():
+    alphas = torch.randn(5, 3)
+    batch = lighting_shift(alphas, EIGENVALUES, BASIS)  # (5, 3)
+    for alpha, shift in zip(alphas, batch, strict=True):
+        torch.testing.assert_close(shift, lighting_shift(alpha, EIGENVALUES, BASIS))
+
+
 def test_lighting_adds_the_same_shift_to_every_pixel():
     image = torch.rand(3, 5, 4) * 255
     torch.manual_seed(7)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -102,7 +104,12 @@ def test_batch_shapes_and_loader_settings(dataset):
     assert images.shape == (8, 3, 7, 7) and images.dtype == torch.float32
     assert labels.dtype == torch.int64 and skipped == 0
     assert loader.persistent_workers and not loader.pin_memory
-    assert make_loader(dataset, 8, train=True, workers=-1).num_workers >= 1
+    # a validation loader holds no workers between its passes (nor while training runs)
+    assert not make_loader(dataset, 8, train=False, workers=2).persistent_workers
+    # one worker per core this process may run on, however many that is
+    assert make_loader(dataset, 8, train=True, workers=-1).num_workers == len(
+        os.sched_getaffinity(0)
+    )
     assert make_loader(dataset, 8, train=False, workers=0, device="cuda").pin_memory
 
 

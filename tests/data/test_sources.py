@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from collections import Counter
@@ -92,6 +93,32 @@ def test_ilsvrc_val_in_wnid_folders(ilsvrc_folders: Path):
     check_ilsvrc(ilsvrc_folders, "wnid folders")
 
 
+def validation_set(splits) -> list[tuple[str, int]]:
+    return [(splits.val.path(i), int(label)) for i, label in enumerate(splits.val.labels)]
+
+
+@pytest.mark.parametrize(
+    "layout", ["ilsvrc_kaggle", "ilsvrc_devkit", "ilsvrc_folders", "folder_pair"]
+)
+def test_val_only_opens_the_same_validation_set_without_the_training_images(layout, request):
+    root = request.getfixturevalue(layout)
+    full = open_source(str(root))
+    for path in full.train.paths:  # the class folders stay; a full open now fails
+        os.remove(os.fsdecode(path))
+    with pytest.raises(DataError, match="has no images"):
+        open_source(str(root))
+    only = open_source(str(root), val_only=True)
+    assert only.train is None
+    assert only.classes == only.val.classes == full.classes
+    assert validation_set(only) == validation_set(full)
+    assert only.val.fingerprint() == full.val.fingerprint()  # sizes and times too: a stats key
+    counts = f"{len(full.train)} train, {len(full.val)} val"
+    assert counts in full.description
+    assert only.description == full.description.replace(
+        counts, f"train/ not opened, {len(full.val)} val"
+    )
+
+
 def test_ilsvrc_devkit_without_meta_mat_says_so(ilsvrc_devkit: Path):
     (ilsvrc_devkit / "ILSVRC2012_devkit_t12" / "data" / "meta.mat").unlink()
     with pytest.raises(DataError, match="meta.mat"):
@@ -132,6 +159,20 @@ def test_cifar10_pickles(cifar_folder):
     assert label == labels[0]
     assert labels_of(splits.val) == batches["test_batch"][1]
     assert "CIFAR-10" in splits.description and "15 train, 4 test" in splits.description
+
+
+def test_cifar10_val_only_reads_no_training_batch(cifar_folder):
+    folder, batches = cifar_folder
+    full = open_source(f"cifar10:{folder}")
+    for path in folder.glob("data_batch_*"):
+        path.unlink()
+    with pytest.raises(DataError, match="data_batch_1"):
+        open_source(f"cifar10:{folder}")
+    only = open_source(f"cifar10:{folder}", val_only=True)
+    assert only.train is None and only.classes == CIFAR_CLASSES
+    np.testing.assert_array_equal(only.val.images, full.val.images)
+    assert only.val.labels.tolist() == batches["test_batch"][1]
+    assert only.description == full.description.replace("15 train", "training batches not read")
 
 
 def test_cifar10_missing_without_download_is_a_data_error(tmp_path: Path):
@@ -177,6 +218,15 @@ def test_digits_split_and_pixels():
     assert np.array_equal(np.asarray(image)[:, :, 1], gray)
     same = open_source("digits")
     assert np.array_equal(same.val.images, splits.val.images)  # fixed split
+
+
+@pytest.mark.parametrize("source", ["digits", "image_tree"])
+def test_val_only_of_a_held_out_split_is_the_full_open_less_train(source, request):
+    spec = "digits" if source == "digits" else str(request.getfixturevalue(source))
+    full, only = open_source(spec), open_source(spec, val_only=True)
+    assert only.train is None
+    assert (only.classes, only.description) == (full.classes, full.description)
+    assert only.val.fingerprint() == full.val.fingerprint()
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ import torch
 from data_helpers import save_image, write_tree
 
 from alexnet.data import ArraySource, DataStats, compute_stats, open_source
+from alexnet.data.stats import StatsSums, stats_cache_dir
 from alexnet.data.transforms import Prepare
 
 
@@ -115,3 +116,29 @@ def test_an_unreadable_cache_file_is_computed_again(tmp_path: Path):
     stats = compute_stats(train, 4, cache_dir=tmp_path, progress=False)
     assert torch.equal(stats.mean_image, torch.full((3, 4, 4), 9.0))
     assert DataStats.from_state_dict(torch.load(cache_file, weights_only=True)).image_size == 4
+
+
+def test_the_sums_do_not_depend_on_how_the_images_are_batched():
+    images = torch.randint(0, 256, (10, 3, 6, 6), dtype=torch.uint8)
+    whole, pieces, merged = StatsSums(6), StatsSums(6), StatsSums(6)
+    whole.add(images)
+    for start, stop in [(7, 10), (0, 1), (1, 7)]:  # other batches, another order
+        part = StatsSums(6)
+        part.add(images[start:stop])
+        merged.merge(part)
+        pieces.add(images[start:stop])
+    flat = images.permute(1, 0, 2, 3).reshape(3, -1).double()  # every pixel, float64
+    assert torch.equal(whole.colour_products, (flat @ flat.T).long())
+    for sums in (pieces, merged):
+        assert torch.equal(sums.pixel_sum, whole.pixel_sum)
+        assert torch.equal(sums.colour_products, whole.colour_products)
+        assert sums.count == whole.count == 10
+        assert torch.equal(sums.finish().mean_image, whole.finish().mean_image)
+
+
+def test_the_cache_is_one_folder_for_every_run(monkeypatch, tmp_path: Path):
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "mine"))
+    assert stats_cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("ALEXNET_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert stats_cache_dir() == tmp_path / ".cache" / "alexnet"

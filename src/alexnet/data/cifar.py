@@ -4,8 +4,9 @@ The paper uses CIFAR-10 for two side experiments (§3.1 ReLU vs tanh, §3.3 LRN)
 also a small data set for the whole pipeline, upsampled by the recipe's image size.
 `cifar-10-batches-py/` holds the pickles `data_batch_1`..`5` (50,000 training images),
 `test_batch` (10,000, used for validation) and `batches.meta` (label names). The files are read
-locally, and downloaded (with torchvision) only when asked. The unpickler builds only plain
-containers and numpy arrays, so a tampered file cannot run code.
+locally, and downloaded (with torchvision) only when asked; opened for validation only, the
+training batches are not read. The unpickler builds only plain containers and numpy arrays, so
+a tampered file cannot run code.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ TRAIN_BATCHES = [f"data_batch_{number}" for number in range(1, 6)]
 TEST_BATCH = "test_batch"
 
 
-def open_cifar10(path: Path, download: bool = False) -> Splits:
-    """CIFAR-10 from `path` (the cifar-10-batches-py folder or its parent)."""
+def open_cifar10(path: Path, download: bool = False, *, val_only: bool = False) -> Splits:
+    """CIFAR-10 from `path` (the cifar-10-batches-py folder or its parent).
+
+    val_only: only test_batch and batches.meta are read, and Splits.train is None.
+    """
     folder = _find_folder(path)
     if folder is None:
         if not download:
@@ -38,15 +42,18 @@ def open_cifar10(path: Path, download: bool = False) -> Splits:
         folder = parent / FOLDER
     meta = _read_pickle(folder / "batches.meta")
     classes = [_text(name) for name in meta["label_names"]]
-    train = ArraySource(
-        f"CIFAR-10 train at {folder}", classes, *_read_batches(folder, TRAIN_BATCHES)
-    )
+    train = None
+    if not val_only:
+        train = ArraySource(
+            f"CIFAR-10 train at {folder}", classes, *_read_batches(folder, TRAIN_BATCHES)
+        )
     test = ArraySource(f"CIFAR-10 test at {folder}", classes, *_read_batches(folder, [TEST_BATCH]))
+    train_count = "training batches not read" if train is None else f"{len(train)} train"
     return Splits(
         train,
         test,
         classes,
-        f"CIFAR-10 at {folder}: {len(classes)} classes, {len(train)} train, "
+        f"CIFAR-10 at {folder}: {len(classes)} classes, {train_count}, "
         f"{len(test)} test (the test batch serves as validation)",
     )
 

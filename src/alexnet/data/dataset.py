@@ -19,10 +19,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
 from alexnet.data.decode import read_rgb
+from alexnet.data.downsample import Prepare
 
 log = logging.getLogger("alexnet.data")
 
@@ -53,6 +55,22 @@ class ImageSource(Dataset):
     def fingerprint(self) -> str:
         """A digest that changes when the images or labels change (the stats cache key)."""
         raise NotImplementedError
+
+    prepared_size: int | None = None  # the side of every image, when §2 was applied already
+
+    def pixels(self, index: int, image_size: int) -> torch.Tensor | None:
+        """The item's image prepared as in §2 (3, S, S) uint8, S = image_size; None if skipped."""
+        item = self.load(index, image_size)
+        return None if item is None else Prepare(image_size)(item[0])
+
+    def encoded(self, index: int) -> torch.Tensor | None:
+        """The item's prepared image as JPEG bytes (1-D uint8), for a GPU decoder; None where
+        the source holds no such bytes (only a prepared store does)."""
+        return None
+
+    def stored_stats(self, image_size: int):
+        """The DataStats this source carries for `image_size` (a prepared store), or None."""
+        return None
 
     def mark_unreadable(self, index: int, reason: str, *, warn: bool = True) -> None:
         """Record a skipped item; warns once per item (warn=False: already warned elsewhere)."""
@@ -150,7 +168,7 @@ class ArraySource(ImageSource):
 class Splits:
     """A data set as `open_source` returns it."""
 
-    train: ImageSource
+    train: ImageSource | None  # None when opened for validation only (open_source val_only)
     val: ImageSource
     classes: list[str]  # human-readable class names, index = label
     description: str  # one line for the run's log

@@ -3,7 +3,8 @@
 A class is a sub-folder of the root (sorted names give the labels); its images are every file,
 at any depth below it, with a suffix Pillow can open (case ignored). Other files (`.txt`,
 `.DS_Store`) and hidden files or folders are ignored. A tree is used either as a pair
-`train/` + `val/`, or alone, with a seeded, stratified fraction held out for validation.
+`train/` + `val/`, or alone, with a seeded, stratified fraction held out for validation. A pair
+opened for validation only lists train/'s class folders (the labels) and walks no training image.
 `find_image_files` applies the same rule to the files, folders and globs given to predict.
 """
 
@@ -34,15 +35,7 @@ def scan_image_folder(
     classes: the class list to label against (a validation tree uses the training tree's);
     None takes the tree's own class folders. An empty class folder is a DataError.
     """
-    if not root.is_dir():
-        raise DataError(f"{root}: no such folder")
-    folders = sorted(
-        entry.name
-        for entry in os.scandir(root)
-        if entry.is_dir() and not entry.name.startswith(".")
-    )
-    if not folders:
-        raise DataError(f"{root}: no class folders (expected {root}/<class>/<image>)")
+    folders = class_folders(root)
     if classes is None:
         classes = folders
     unknown = sorted(set(folders) - set(classes))
@@ -57,6 +50,34 @@ def scan_image_folder(
             raise DataError(f"class folder {root / folder} has no images{detail}")
         entries += found
     return classes, entries
+
+
+def class_folders(root: Path) -> list[str]:
+    """The sorted names of `root`'s class folders (sub-folders, hidden ones left out): one
+    listing of `root`, nothing below it. No folder at all is a DataError."""
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    folders = sorted(
+        entry.name
+        for entry in os.scandir(root)
+        if entry.is_dir() and not entry.name.startswith(".")
+    )
+    if not folders:
+        raise DataError(f"{root}: no class folders (expected {root}/<class>/<image>)")
+    return folders
+
+
+def scan_train_folder(root: Path, val_only: bool) -> tuple[list[str], list[FileEntry] | None]:
+    """`scan_image_folder(root)` of a train/ tree; val_only: its class folders only, no entries."""
+    return (class_folders(root), None) if val_only else scan_image_folder(root)
+
+
+def split_counts(train: FileSource | None, val: FileSource, val_note: str = "") -> str:
+    """ "N train, M val<val_note>" and the empty-files note, for a pair's description; "train/ not
+    opened" stands for N when only validation was opened (train None)."""
+    if train is None:
+        return f"train/ not opened, {len(val)} val{val_note}{empty_files_note(val)}"
+    return f"{len(train)} train, {len(val)} val{val_note}{empty_files_note(train, val)}"
 
 
 def _image_files(folder: Path, label: int):
@@ -96,18 +117,22 @@ def find_image_files(arguments: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def open_folder_pair(root: Path) -> Splits:
-    """`root/train/<class>/...` and `root/val/<class>/...`, labelled by the training classes."""
-    classes, train_entries = scan_image_folder(root / "train")
+def open_folder_pair(root: Path, *, val_only: bool = False) -> Splits:
+    """`root/train/<class>/...` and `root/val/<class>/...`, labelled by the training classes.
+
+    val_only: train/ gives only its class folders' names, and Splits.train is None.
+    """
+    classes, train_entries = scan_train_folder(root / "train", val_only)
     _, val_entries = scan_image_folder(root / "val", classes)
-    train = FileSource(f"image folder {root / 'train'}", classes, train_entries)
+    train = None
+    if train_entries is not None:
+        train = FileSource(f"image folder {root / 'train'}", classes, train_entries)
     val = FileSource(f"image folder {root / 'val'}", classes, val_entries)
     return Splits(
         train,
         val,
         classes,
-        f"image folders {root}/train and /val: {len(classes)} classes, "
-        f"{len(train)} train, {len(val)} val{empty_files_note(train, val)}",
+        f"image folders {root}/train and /val: {len(classes)} classes, {split_counts(train, val)}",
     )
 
 

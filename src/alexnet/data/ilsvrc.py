@@ -13,7 +13,8 @@ Layout: `train/<wnid>/*.JPEG`, and `val/` either in wnid folders too or flat
 
 Labels are sorted-wnid order, as torchvision's ImageNet models use. Class names: with exactly
 1000 wnid classes, the 1000 category names torchvision ships (in sorted-wnid order); otherwise
-the wnids themselves.
+the wnids themselves. Opened for validation only, train/ gives only its wnid folders' names
+(one listing, not a walk of 1.2M images): the same labels and names.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import os
 import re
 from pathlib import Path
 
-from alexnet.data.dataset import DataError, FileEntry, FileSource, Splits, empty_files_note
+from alexnet.data.dataset import DataError, FileEntry, FileSource, Splits
 from alexnet.data.decode import is_image_name
-from alexnet.data.folder import scan_image_folder
+from alexnet.data.folder import scan_image_folder, scan_train_folder, split_counts
 
 log = logging.getLogger("alexnet.data")
 WNID = re.compile(r"n\d{8}")
@@ -44,9 +45,12 @@ def is_ilsvrc_train(train_dir: Path) -> bool:
     return bool(folders) and all(WNID.fullmatch(name) for name in folders)
 
 
-def open_ilsvrc(root: Path) -> Splits:
-    """`root/train` and `root/val` in either validation layout (see the module docstring)."""
-    wnids, train_entries = scan_image_folder(root / "train")
+def open_ilsvrc(root: Path, *, val_only: bool = False) -> Splits:
+    """`root/train` and `root/val` in either validation layout (see the module docstring).
+
+    val_only: train/ gives only its class folders' names, and Splits.train is None.
+    """
+    wnids, train_entries = scan_train_folder(root / "train", val_only)
     names = class_names(wnids)
     val_dir = root / "val"
     if any(entry.is_dir() and WNID.fullmatch(entry.name) for entry in os.scandir(val_dir)):
@@ -54,15 +58,12 @@ def open_ilsvrc(root: Path) -> Splits:
         label_origin = "wnid folders"
     else:
         val_entries, label_origin = _flat_val_entries(root, val_dir, wnids)
-    train = FileSource(f"ILSVRC-2012 train at {root}", names, train_entries)
+    train = None
+    if train_entries is not None:
+        train = FileSource(f"ILSVRC-2012 train at {root}", names, train_entries)
     val = FileSource(f"ILSVRC-2012 val at {root}", names, val_entries)
-    return Splits(
-        train,
-        val,
-        names,
-        f"ILSVRC-2012 at {root}: {len(wnids)} classes, {len(train)} train, {len(val)} val "
-        f"(val labels from {label_origin}){empty_files_note(train, val)}",
-    )
+    counts = split_counts(train, val, f" (val labels from {label_origin})")
+    return Splits(train, val, names, f"ILSVRC-2012 at {root}: {len(wnids)} classes, {counts}")
 
 
 def class_names(wnids: list[str]) -> list[str]:

@@ -33,11 +33,16 @@ def rgb_pca(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values.clamp_min(0).float(), (vectors * largest.sign()).float()
 
 
+def draw_alpha(std: float) -> torch.Tensor:
+    """One draw of α (3,), αᵢ ~ N(0, std), from torch's global generator."""
+    return torch.randn(3) * std
+
+
 def lighting_shift(
     alpha: torch.Tensor, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor
 ) -> torch.Tensor:
-    """The RGB shift (3,) Σ αᵢ √λᵢ pᵢ for one draw of α (3,)."""
-    return eigenvectors @ (alpha * eigenvalues.sqrt())
+    """The RGB shift Σ αᵢ √λᵢ pᵢ: (3,) for one draw of α (3,), (B, 3) for a batch (B, 3)."""
+    return (alpha * eigenvalues.sqrt()) @ eigenvectors.T
 
 
 class PCALighting:
@@ -49,7 +54,7 @@ class PCALighting:
         self.std = std  # σ of αᵢ
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        alpha = torch.randn(3) * self.std  # (3,)
+        alpha = draw_alpha(self.std)  # (3,)
         shift = lighting_shift(alpha, self.eigenvalues, self.eigenvectors)  # (3,)
         return image + shift.view(3, 1, 1)
 

@@ -153,8 +153,10 @@ def seed_worker(worker_id: int, *, seed: int, epoch: int) -> None:
 
 
 def default_workers() -> int:
-    """One loader process per CPU core, at most 8."""
-    return min(os.cpu_count() or 1, 8)
+    """One loader process per CPU core this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def make_loader(
@@ -168,12 +170,15 @@ def make_loader(
     epoch: int = 0,
     rank: int = 0,
     world: int = 1,
+    collate: Callable = collate_skipping_none,
 ) -> DataLoader:
     """A DataLoader yielding (images, labels, skipped) batches; see the module docstring.
 
     train: shuffle, and drop the last partial batch when there is more than one batch (a set
-    smaller than one batch still trains). workers: -1 = one per CPU core (at most 8); 0 = the
-    calling process. Memory is pinned for a CUDA device; workers persist between passes.
+    smaller than one batch still trains). workers: -1 = one per CPU core; 0 = the calling
+    process. Memory is pinned for a CUDA device. A training loader's workers persist between
+    passes; any other loader starts its workers for each pass and ends them after it, so that a
+    validation loader holds no idle processes while training runs.
     rank, world: this process's share of each global batch of `batch_size` (EpochSampler);
     `loader.sampler.skip_steps = k` leaves the first k global batches out of the next pass.
     """
@@ -193,9 +198,9 @@ def make_loader(
         batch_size=max(1, batch_size // world),
         sampler=sampler,
         num_workers=workers,
-        collate_fn=collate_skipping_none,
+        collate_fn=collate,
         pin_memory=torch.device(device).type == "cuda",
-        persistent_workers=workers > 0,
+        persistent_workers=train and workers > 0,
         worker_init_fn=partial(seed_worker, seed=seed, epoch=epoch),
         generator=torch.Generator().manual_seed(derive_seed(seed, epoch)),
     )

@@ -6,11 +6,15 @@ SOURCE is one of
 - a folder holding `train/` and `val/`: ILSVRC-2012 as distributed (§2; recognised by wnid class
   folders, n + 8 digits) or any image folders split that way;
 - a single image-folder tree `root/<class>/<image>`: a seeded, stratified fraction is held out
-  for validation, and the description says so.
+  for validation, and the description says so;
+- a prepared store that `alexnet prepare` wrote (store.py), recognised by its store.json.
+
+`val_only` (evaluation) opens only what the validation split needs: `Splits.train` is None.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -19,39 +23,62 @@ from alexnet.data.dataset import DataError, Splits
 from alexnet.data.digits import open_digits
 from alexnet.data.folder import open_folder_pair, open_folder_tree
 from alexnet.data.ilsvrc import is_ilsvrc_train, open_ilsvrc
+from alexnet.data.store import is_store, is_unfinished_store, open_store
 from alexnet.recipe import DataRecipe
 
 CIFAR_PREFIX = "cifar10:"
 
 
 def open_source(
-    spec: str, *, val_fraction: float = 0.1, seed: int = 0, download: bool = False
+    spec: str,
+    *,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    download: bool = False,
+    val_only: bool = False,
 ) -> Splits:
     """The Splits for `spec`; a missing path, no images or an empty class folder: DataError.
 
     val_fraction: held out of a single image-folder tree; seed: that split's (and the digits
-    test split's) seed; download: fetch CIFAR-10 if it is not at PATH.
+    test split's) seed; download: fetch CIFAR-10 if it is not at PATH; val_only: train None,
+    and no training image is read where the validation set does not depend on them (the val
+    source and the classes are those of a full open).
     """
     if spec == "digits":
-        return open_digits(seed)
+        return _without_train(open_digits(seed), val_only)
     if spec.startswith(CIFAR_PREFIX):
         path = spec[len(CIFAR_PREFIX) :]
         if not path:
             raise DataError(
                 "cifar10:PATH needs a path (the cifar-10-batches-py folder or its parent)"
             )
-        return open_cifar10(Path(path).expanduser(), download)
+        return open_cifar10(Path(path).expanduser(), download, val_only=val_only)
     root = Path(spec).expanduser()
     if not root.is_dir():
         raise DataError(
             f"data source {spec!r} not found: expected digits, cifar10:PATH or an image folder"
         )
+    if is_store(root):
+        return open_store(root, val_only=val_only)
+    if is_unfinished_store(root):
+        raise DataError(
+            f"{root} is an unfinished prepared store: run the same `alexnet prepare` again to "
+            "finish it"
+        )
     has_train, has_val = (root / "train").is_dir(), (root / "val").is_dir()
     if has_train and has_val:
-        return open_ilsvrc(root) if is_ilsvrc_train(root / "train") else open_folder_pair(root)
+        if is_ilsvrc_train(root / "train"):
+            return open_ilsvrc(root, val_only=val_only)
+        return open_folder_pair(root, val_only=val_only)
     if has_train:
         raise DataError(f"{root} has train/ but no val/ beside it")
-    return open_folder_tree(root, val_fraction, seed)
+    return _without_train(open_folder_tree(root, val_fraction, seed), val_only)
+
+
+def _without_train(splits: Splits, val_only: bool) -> Splits:
+    """`splits`, with train dropped if val_only. For digits and a single tree only: their
+    held-out split is drawn from every image, so they are opened in full all the same."""
+    return dataclasses.replace(splits, train=None) if val_only else splits
 
 
 def absolute_source(spec: str) -> str:
@@ -64,8 +91,12 @@ def absolute_source(spec: str) -> str:
     return os.path.abspath(os.path.expanduser(spec))
 
 
-def open_splits(recipe: DataRecipe, *, download: bool = False) -> Splits:
+def open_splits(recipe: DataRecipe, *, download: bool = False, val_only: bool = False) -> Splits:
     """`open_source` for a recipe: its source, held-out fraction and split seed."""
     return open_source(
-        recipe.source, val_fraction=recipe.val_fraction, seed=recipe.split_seed, download=download
+        recipe.source,
+        val_fraction=recipe.val_fraction,
+        seed=recipe.split_seed,
+        download=download,
+        val_only=val_only,
     )

@@ -1,21 +1,25 @@
-"""What preprocessing needs from the training set (§2, §4.1), computed once and cached.
+"""What preprocessing needs from the training set (§2, §4.1), computed once per data set.
 
 One streaming pass over the training images, each prepared as in §2 (shorter side rescaled to
-image_size, centre square), accumulates (float32 within a batch, float64 across batches)
+image_size, centre square), sums exactly, in integers, whatever the batches or their order
+(`StatsSums`, shared with `alexnet prepare`, whose store therefore holds the same figures):
 - the per-pixel sum: the mean image (3, S, S), subtracted from every image (§2);
 - Σ x xᵀ over every RGB pixel x of every image: the 3×3 RGB covariance, whose eigenvalues and
   eigenvectors drive PCA lighting (§4.1). Every pixel is used, no sample: the sum costs less
   than the decoding, so sampling would save nothing;
 - from the same sums, the per-channel std of (pixel - mean image), for standardised inputs.
-Skipped (unreadable) files are left out. The result is cached as `cache_dir/stats-<key>.pt`,
-where the key hashes the data's identity (file paths, sizes and mtimes, or the array bytes) and
-the image size, so a change to either computes afresh.
+Skipped (unreadable) files are left out. A prepared store (store.py) carries its statistics:
+no pass is made over it. Any other source's result is cached as `stats-<key>.pt` in one cache
+folder (`$ALEXNET_CACHE`, default `~/.cache/alexnet`), where the key hashes the data's identity
+(file paths, sizes and mtimes, or the array bytes) and the image size, so a change to either
+computes afresh and every run on the same data reads it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +29,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from alexnet.data.dataset import DataError, ImageSource
+from alexnet.data.downsample import Prepare
 from alexnet.data.lighting import rgb_pca
 from alexnet.data.loader import TransformedDataset, default_workers
-from alexnet.data.transforms import Pipeline, Prepare
+from alexnet.data.transforms import Pipeline
 from alexnet.files import write_atomically
 
 log = logging.getLogger("alexnet.data")
-STATS_VERSION = 1  # part of the cache key: change it when the computation changes
+STATS_VERSION = 2  # part of the cache key: change it when the computation changes
 BATCH_SIZE = 32
 MIN_CHANNEL_STD = 1.0  # grey levels: a constant channel must not divide by zero
 
@@ -67,6 +72,71 @@ class DataStats:
         )
 
 
+def stats_cache_dir() -> Path:
+    """The folder every run's statistics are cached in: `$ALEXNET_CACHE` or ~/.cache/alexnet."""
+    return Path(os.environ.get("ALEXNET_CACHE") or Path.home() / ".cache" / "alexnet")
+
+
+class StatsSums:
+    """Exact running sums over prepared uint8 images (3, S, S): int64 throughout, so that any
+    split of the images into batches, in any order, gives the same DataStats."""
+
+    def __init__(self, image_size: int):
+        self.image_size = image_size
+        self.pixel_sum = torch.zeros(3, image_size, image_size, dtype=torch.int64)  # (3, S, S)
+        self.colour_products = torch.zeros(3, 3, dtype=torch.int64)  # Σ x xᵀ over all pixels
+        self.count = 0
+
+    def add(self, images: torch.Tensor) -> None:
+        """Add a batch (B, 3, S, S) uint8."""
+        if not len(images):
+            return
+        self.pixel_sum += images.sum(dim=0, dtype=torch.int64)
+        flat = images.reshape(len(images), 3, -1).double()  # (B, 3, S*S)
+        # Exact in float64: one image's sums stay below 2^53 up to S = 35,000.
+        products = torch.bmm(flat, flat.transpose(1, 2))  # (B, 3, 3)
+        self.colour_products += products.round().long().sum(dim=0)
+        self.count += len(images)
+
+    def merge(self, other: StatsSums) -> None:
+        self.pixel_sum += other.pixel_sum
+        self.colour_products += other.colour_products
+        self.count += other.count
+
+    def state_dict(self) -> dict[str, torch.Tensor | int]:
+        return {
+            "image_size": self.image_size,
+            "pixel_sum": self.pixel_sum,
+            "colour_products": self.colour_products,
+            "count": self.count,
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, torch.Tensor | int]) -> StatsSums:
+        sums = cls(int(state["image_size"]))
+        sums.pixel_sum = torch.as_tensor(state["pixel_sum"]).clone()
+        sums.colour_products = torch.as_tensor(state["colour_products"]).clone()
+        sums.count = int(state["count"])
+        return sums
+
+    def finish(self) -> DataStats:
+        """The DataStats these sums describe (§2 mean image, §4.1 RGB PCA, channel std)."""
+        count, size = self.count, self.image_size
+        mean_image = self.pixel_sum.double() / count  # (3, S, S)
+        second_moment = self.colour_products.double() / (count * size * size)  # (3, 3) E[x xᵀ]
+        colour_mean = mean_image.mean(dim=(1, 2))  # (3,)
+        covariance = second_moment - torch.outer(colour_mean, colour_mean)
+        channel_variance = second_moment.diagonal() - mean_image.square().mean(dim=(1, 2))
+        eigenvalues, eigenvectors = rgb_pca(covariance)
+        return DataStats(
+            image_size=size,
+            mean_image=mean_image.float(),
+            channel_std=channel_variance.clamp_min(0).sqrt().clamp_min(MIN_CHANNEL_STD).float(),
+            eigenvalues=eigenvalues,
+            eigenvectors=eigenvectors,
+        )
+
+
 def stats_cache_key(train: ImageSource, image_size: int) -> str:
     text = f"stats v{STATS_VERSION}|{train.fingerprint()}|{image_size}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -80,11 +150,16 @@ def compute_stats(
     workers: int = 0,
     progress: bool = True,
 ) -> DataStats:
-    """The DataStats of `train` at `image_size`, from the cache in cache_dir when present.
+    """The DataStats of `train` at `image_size`: a prepared store's own, else from the cache in
+    cache_dir when present, else from a pass over the images (then cached there).
 
-    workers: loader processes for the pass (0 = this process, -1 = one per CPU core, at most
-    8); progress: a tqdm bar.
+    workers: loader processes for the pass (0 = this process, -1 = one per CPU core); progress:
+    a tqdm bar.
     """
+    stored = train.stored_stats(image_size)
+    if stored is not None:
+        log.info("data statistics: from the prepared store")
+        return stored
     cache_file = None
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"stats-{stats_cache_key(train, image_size)}.pt"
@@ -104,47 +179,23 @@ def compute_stats(
         num_workers=default_workers() if workers < 0 else workers,
         collate_fn=_collate,
     )
-    pixel_sum = torch.zeros(3, image_size, image_size, dtype=torch.float64)  # (3, S, S)
-    colour_products = torch.zeros(3, 3, dtype=torch.float64)  # Σ x xᵀ over all pixels
-    count = 0
+    sums = StatsSums(image_size)
     with tqdm(total=len(train), desc="data statistics", unit="img", disable=not progress) as bar:
         for images, skipped in loader:  # images: (B, 3, S, S) uint8
             for index in skipped:  # already warned where it was read
                 train.mark_unreadable(index, "cannot decode", warn=False)
-            if len(images):
-                pixels = images.float()  # 0-255
-                pixel_sum += pixels.sum(dim=0)  # exact: whole numbers below 2^24
-                flat = pixels.view(len(images), 3, -1)  # (B, 3, S*S)
-                colour_products += torch.bmm(flat, flat.transpose(1, 2)).sum(dim=0)  # (3, 3)
-                count += len(images)
+            sums.add(images)
             bar.update(len(images) + len(skipped))
-    if count == 0:
+    if sums.count == 0:
         raise DataError(f"{train.name}: no readable training images")
-    stats = _finish(image_size, pixel_sum, colour_products, count)
+    stats = sums.finish()
     log.info(
-        "data statistics: %d images at %d px, %d skipped", count, image_size, len(train.unreadable)
-    )
+        "data statistics: %d images at %d px, %d skipped",
+        sums.count, image_size, len(train.unreadable),
+    )  # fmt: skip
     if cache_file is not None:
         _save_atomically(stats, cache_file)
     return stats
-
-
-def _finish(
-    image_size: int, pixel_sum: torch.Tensor, colour_products: torch.Tensor, count: int
-) -> DataStats:
-    mean_image = pixel_sum / count  # (3, S, S)
-    second_moment = colour_products / (count * image_size * image_size)  # (3, 3) E[x xᵀ]
-    colour_mean = mean_image.mean(dim=(1, 2))  # (3,)
-    covariance = second_moment - torch.outer(colour_mean, colour_mean)
-    channel_variance = second_moment.diagonal() - mean_image.square().mean(dim=(1, 2))
-    eigenvalues, eigenvectors = rgb_pca(covariance)
-    return DataStats(
-        image_size=image_size,
-        mean_image=mean_image.float(),
-        channel_std=channel_variance.clamp_min(0).sqrt().clamp_min(MIN_CHANNEL_STD).float(),
-        eigenvalues=eigenvalues,
-        eigenvectors=eigenvectors,
-    )
 
 
 def _save_atomically(stats: DataStats, path: Path) -> None:

@@ -5,14 +5,18 @@ One named step each, in this order:
    central image_size square: (3, S, S) uint8.
 2. `to_float`: float32, values 0-255.
 3. `SubtractMean` (§2): minus the training set's mean image.
-4. training (§4.1): a random crop_size crop and a horizontal flip with probability 1/2
-   (torchvision's RandomCrop and RandomHorizontalFlip), then `PCALighting` (lighting.py);
+4. training (§4.1): `RandomWindow`, a random crop_size crop mirrored with probability 1/2
+   (windows.py), then `PCALighting` (lighting.py);
    testing (§4.1): the centre crop (torchvision's CenterCrop), or `TenCrop`.
 5. `Standardise`, only for input_scale "standardised": divide by the per-channel std of
    (pixel - mean image). "raw" keeps the paper's centred 0-255 values.
 The recipe's image_size and crop_size scale the same pipeline to small data (digits and
 CIFAR-10 upsampled to 72 px, cropped to 64). Random steps draw from torch's global generator,
 which the loader seeds per item from (seed, epoch, index).
+
+This is the per-image reference of the pipeline, used where images come one at a time
+(inference.py). Training and evaluation run it batched: loader workers cut uint8 crops and the
+device does the float arithmetic on whole batches (batches.py), with the same draws and results.
 """
 
 from __future__ import annotations
@@ -26,33 +30,13 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from alexnet.data.dataset import DataError
+from alexnet.data.downsample import Prepare
 from alexnet.data.lighting import PCALighting
+from alexnet.data.windows import cut_window, draw_window
 from alexnet.recipe import DataRecipe
 
 if TYPE_CHECKING:
     from alexnet.data.stats import DataStats
-
-
-class Prepare:
-    """§2: PIL RGB image -> (3, S, S) uint8 tensor, S = image_size: the shorter side rescaled to
-    S (bilinear, antialiased), then the central S×S square.
-
-    The resize runs on the uint8 tensor in channels-last layout, torchvision's fastest path
-    (several times faster than Pillow's resize; the two differ by at most one grey level).
-    """
-
-    def __init__(self, image_size: int):
-        self.image_size = image_size
-
-    def __call__(self, image: Image.Image) -> torch.Tensor:
-        pixels = F.pil_to_tensor(image).unsqueeze(0)  # (1, 3, H, W), channels-last strides
-        pixels = F.resize(
-            pixels, [self.image_size], interpolation=v2.InterpolationMode.BILINEAR, antialias=True
-        )
-        return F.center_crop(pixels, [self.image_size, self.image_size])[0]  # (3, S, S)
-
-    def __repr__(self) -> str:
-        return f"Prepare(image_size={self.image_size})"
 
 
 def to_float(pixels: torch.Tensor) -> torch.Tensor:
@@ -71,6 +55,22 @@ class SubtractMean:
 
     def __repr__(self) -> str:
         return f"SubtractMean({tuple(self.mean_image.shape)})"
+
+
+class RandomWindow:
+    """§4.1: a random crop_size window of a (3, S, S) image, mirrored with probability 1/2 when
+    `flip` (windows.draw_window)."""
+
+    def __init__(self, crop_size: int, flip: bool):
+        self.crop_size = crop_size
+        self.flip = flip
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        size = image.shape[-1]
+        return cut_window(image, draw_window(size, self.crop_size, self.flip), self.crop_size)
+
+    def __repr__(self) -> str:
+        return f"RandomWindow({self.crop_size}, flip={self.flip})"
 
 
 class Standardise:
@@ -120,9 +120,7 @@ class Pipeline:
 
 def train_transform(recipe: DataRecipe, stats: DataStats) -> Pipeline:
     """§2 + §4.1 for training: -> (3, crop, crop) float32."""
-    steps: list[Callable] = [v2.RandomCrop(recipe.crop_size)]
-    if recipe.flip:
-        steps.append(v2.RandomHorizontalFlip())
+    steps: list[Callable] = [RandomWindow(recipe.crop_size, recipe.flip)]
     if recipe.pca_lighting:
         steps.append(PCALighting(stats.eigenvalues, stats.eigenvectors, recipe.lighting_std))
     return _pipeline(recipe, stats, steps)
@@ -134,7 +132,8 @@ def eval_transform(recipe: DataRecipe, stats: DataStats, *, ten_crop: bool = Fal
     return _pipeline(recipe, stats, [crop])
 
 
-def _pipeline(recipe: DataRecipe, stats: DataStats, crop_steps: list[Callable]) -> Pipeline:
+def check_sizes(recipe: DataRecipe, stats: DataStats) -> None:
+    """The statistics must be of the recipe's image size, and the crop fit inside it."""
     if stats.image_size != recipe.image_size:
         raise DataError(
             f"data statistics were computed at {stats.image_size} px, the recipe asks for "
@@ -144,6 +143,10 @@ def _pipeline(recipe: DataRecipe, stats: DataStats, crop_steps: list[Callable]) 
         raise DataError(
             f"crop size {recipe.crop_size} must be between 1 and the image size {recipe.image_size}"
         )
+
+
+def _pipeline(recipe: DataRecipe, stats: DataStats, crop_steps: list[Callable]) -> Pipeline:
+    check_sizes(recipe, stats)
     steps = [Prepare(recipe.image_size), to_float, SubtractMean(stats.mean_image), *crop_steps]
     if recipe.input_scale == "standardised":
         steps.append(Standardise(stats.channel_std))

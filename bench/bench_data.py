@@ -1,0 +1,152 @@
+"""Images/s of the data path as training consumes it (§2, §4.1): the loader alone and, on CUDA,
+the paper's net trained from it.
+
+The loader is `data.make_batches` for the `paper` recipe: decode, random 224 window, flip and
+lighting draws in the workers, uint8 batches, mean image, PCA lighting and standardisation on
+the device (on CUDA a prepared store's JPEGs decode there too). Its rate counts the images of
+the batches delivered to the device, as training receives them, over whole passes (the best of
+--repeats after a warm-up pass that starts the workers).
+
+    PYTHONPATH=src python3 bench/bench_data.py --data SOURCE [--workers N] [--batch-size N]
+    PYTHONPATH=src python3 bench/bench_data.py [--images 512]
+
+With --data, the first line is `loader: N images/s` for that source. Without it, the script
+writes --images 500×375 JPEGs (bench_pipeline.write_jpegs) into a temporary image folder,
+prepares a store of them with `alexnet prepare`'s code (its own images/s printed), and measures
+the loader over the store (the first line) and over the image folder in turn, with their ratio.
+On CUDA (or with --train-steps on a CPU) it then trains the paper's net from the store, or the
+given source, as `alexnet train` does (bf16, channels_last, compiled, the paper's SGD) and
+prints the end-to-end images/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from bench_pipeline import write_jpegs
+
+from alexnet import AlexNet
+from alexnet.data import compute_stats, make_batches, open_source
+from alexnet.data.prepare import Settings, prepare_store
+from alexnet.data.stats import stats_cache_dir
+from alexnet.device import Placement
+from alexnet.optim import PaperSGD
+from alexnet.recipe import preset
+from alexnet.train import training_step
+
+
+def batches_of(spec: str, args, device: torch.device, cache: bool = True):
+    """The paper recipe's training batches of `spec` on `device`, and the classes; cache: keep
+    the statistics of data that outlives the run in the statistics cache."""
+    recipe = preset("paper")
+    splits = open_source(spec)
+    stats = compute_stats(
+        splits.train, recipe.data.image_size, cache_dir=stats_cache_dir() if cache else None,
+        workers=args.workers, progress=False,
+    )  # fmt: skip
+    batches = make_batches(
+        splits.train, recipe.data, stats, args.batch_size, train=True, device=device,
+        workers=args.workers, gpu_decode=not args.no_gpu_decode,
+    )  # fmt: skip
+    return batches, len(splits.classes)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def loader_rate(batches, repeats: int, device: torch.device) -> float:
+    """Images/s over whole passes: the best of `repeats` after one warm-up pass."""
+    best = float("inf")
+    for attempt in range(repeats + 1):
+        synchronize(device)
+        start = time.perf_counter()
+        count = sum(len(labels) for _, labels, _ in batches)
+        synchronize(device)
+        if attempt:
+            best = min(best, time.perf_counter() - start)
+    return count / best
+
+
+def training_rate(batches, classes: int, steps: int, device: torch.device, compile: bool):
+    """Images/s of the paper's net trained from `batches` for `steps` steps (after 20 warm-up
+    steps: compilation and cuDNN's autotuning), passes repeated as needed."""
+    run = preset("paper").run
+    run.compile = compile
+    placement = Placement.for_run(run, str(device))
+    placement.prepare()
+    model = placement.model(AlexNet(classes))
+    step_model = placement.step_model(model)
+    optimizer = PaperSGD(model.parameters(), lr=0.01)
+    warm_up, done, images, start = 20, 0, 0, 0.0
+    while done < warm_up + steps:
+        for batch, labels, _ in batches:
+            if done == warm_up:
+                synchronize(device)
+                start = time.perf_counter()
+            training_step(step_model, optimizer, batch, labels, placement)
+            done += 1
+            images += len(labels) if done > warm_up else 0
+            if done == warm_up + steps:
+                break
+    synchronize(device)
+    return images / (time.perf_counter() - start), placement.description
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", help="any --data source; default: generated 500×375 JPEGs")
+    parser.add_argument("--images", type=int, default=512, help="JPEGs to generate")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=-1, help="-1: one per core")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--train-steps", type=int, help="default: 200 on CUDA, none on a CPU")
+    parser.add_argument("--no-gpu-decode", action="store_true")
+    parser.add_argument("--no-compile", action="store_true")
+    args = parser.parse_args()
+    device = Placement.for_run(preset("paper").run, args.device).device
+    train_steps = args.train_steps or (200 if device.type == "cuda" else 0)
+
+    with tempfile.TemporaryDirectory() as folder:
+        spec, folder_spec = args.data, None
+        if spec is None:
+            folder_spec, spec = str(Path(folder) / "pictures"), str(Path(folder) / "store")
+            write_jpegs(Path(folder_spec), args.images)
+            settings = Settings(folder_spec, preset("paper").data.image_size)
+            start = time.perf_counter()
+            manifest = prepare_store(
+                open_source(folder_spec), Path(spec), settings, workers=args.workers,
+                progress=False,
+            )  # fmt: skip
+            prepare_rate = sum(manifest["images"].values()) / (time.perf_counter() - start)
+        batches, classes = batches_of(spec, args, device)
+        rate = loader_rate(batches, args.repeats, device)
+        print(f"loader: {rate:.0f} images/s")
+        print(
+            f"  ({spec}, batch {args.batch_size}, {batches.loader.num_workers} workers, "
+            f"{device}, torch {torch.__version__})"
+        )
+        if folder_spec is not None:
+            pictures = batches_of(folder_spec, args, device, cache=False)[0]
+            folder_rate = loader_rate(pictures, args.repeats, device)
+            print(f"image folder loader: {folder_rate:.0f} images/s (the same 500×375 JPEGs)")
+            print(f"ratio store / image folder: {rate / folder_rate:.2f}")
+            print(f"alexnet prepare: {prepare_rate:.0f} images/s ({args.images} JPEGs)")
+        if train_steps:
+            images_per_s, fast_paths = training_rate(
+                batches, classes, train_steps, device, compile=not args.no_compile
+            )
+            print(
+                f"train: {images_per_s:.0f} images/s end to end (paper net, batch "
+                f"{args.batch_size}, {train_steps} steps{fast_paths})"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Batches as training and evaluation consume them (§2, §4.1, §5): uint8 crops from the loader
+workers, float arithmetic on the device, one batch at a time.
+
+In a loader worker (`CropItems`), each item is prepared as in §2 (a prepared store's images are
+already), its window is drawn (windows.py) and cut, still uint8, and its PCA lighting α is drawn,
+all from torch's generator seeded with (seed, epoch, index) (loader.py). The batch crosses to the
+device as uint8: a quarter of float32's shared memory and host-to-device traffic. There,
+`BatchTransform` converts it to float, subtracts each crop's own window of the mean image, adds
+each image's lighting shift and divides by the channel std: the steps, draws and results of the
+per-image pipeline (transforms.py), for the whole batch at once.
+
+On CUDA, a prepared store of JPEGs can skip the decoding in the workers: they hand over the
+stored bytes and the windows, and the batch is decoded by torchvision's batched GPU decoder and
+cut there (`gpu_decode`), with the same windows and α. `make_batches` builds either.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import torch
+from torch.utils.data import Dataset, default_collate
+from torchvision.io import decode_jpeg
+
+from alexnet.data.dataset import ImageSource
+from alexnet.data.lighting import draw_alpha, lighting_shift
+from alexnet.data.loader import make_loader
+from alexnet.data.stats import DataStats
+from alexnet.data.transforms import check_sizes
+from alexnet.data.windows import cut_window, cut_windows, draw_window, eval_windows
+from alexnet.recipe import DataRecipe
+
+log = logging.getLogger("alexnet.data")
+
+
+class CropBatch(NamedTuple):
+    """A batch before the device's arithmetic. pixels: uint8 crops (B, 3, c, c), or (B, 10, 3,
+    c, c) for ten crops; or, to decode on the device, a list of B JPEG byte tensors. windows:
+    (B, 3) or (B, 10, 3) int64 (top, left, flipped). alpha: (B, 3) lighting draws."""
+
+    pixels: torch.Tensor | list[torch.Tensor]
+    windows: torch.Tensor
+    alpha: torch.Tensor
+
+
+class CropItems(Dataset):
+    """A source's items as (pixels, windows, alpha, label), or None for a skipped file.
+
+    train: a random window (mirrored when `recipe.flip`) and, with PCA lighting, one α; else the
+    centre window, or the ten of §4.1 with ten_crop. encoded: hand over the stored JPEG bytes
+    instead of cut pixels (a prepared store at the recipe's size; decoded on the device).
+    """
+
+    def __init__(
+        self,
+        source: ImageSource,
+        recipe: DataRecipe,
+        *,
+        train: bool,
+        ten_crop: bool = False,
+        encoded: bool = False,
+    ):
+        self.source = source
+        self.image_size, self.crop_size = recipe.image_size, recipe.crop_size
+        self.train, self.flip = train, recipe.flip
+        self.lighting_std = recipe.lighting_std if train and recipe.pca_lighting else None
+        self.windows = None if train else eval_windows(self.image_size, self.crop_size, ten_crop)
+        self.encoded = encoded
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int):
+        if self.encoded:
+            pixels = self.source.encoded(index)
+        else:
+            pixels = self.source.pixels(index, self.image_size)  # (3, S, S) uint8
+        if pixels is None:
+            return None
+        if self.train:  # the draws of transforms.train_transform, in its order
+            windows = torch.tensor(draw_window(self.image_size, self.crop_size, self.flip))
+        else:
+            windows = self.windows[0] if len(self.windows) == 1 else self.windows
+        alpha = torch.zeros(3) if self.lighting_std is None else draw_alpha(self.lighting_std)
+        if not self.encoded:
+            pixels = torch.stack(
+                [cut_window(pixels, w, self.crop_size) for w in windows.view(-1, 3)]
+            )
+            pixels = pixels.view(*windows.shape[:-1], 3, self.crop_size, self.crop_size)
+        return pixels, windows, alpha, int(self.source.labels[index])
+
+
+def collate_crops(batch: list) -> tuple[CropBatch, torch.Tensor, int]:
+    """(CropBatch, labels, skipped) of the items that loaded; zero rows if none did."""
+    kept = [item for item in batch if item is not None]
+    skipped = len(batch) - len(kept)
+    if not kept:
+        nothing = CropBatch(torch.empty(0, dtype=torch.uint8), torch.empty(0, 3), torch.empty(0, 3))
+        return nothing, torch.empty(0, dtype=torch.int64), skipped
+    pixels, windows, alpha, labels = zip(*kept, strict=True)
+    stacked = list(pixels) if pixels[0].dim() == 1 else torch.stack(pixels)  # bytes stay a list
+    crops = CropBatch(stacked, torch.stack(windows), torch.stack(alpha))
+    return crops, default_collate(list(labels)), skipped
+
+
+class BatchTransform:
+    """On the device, a CropBatch -> float32 images (B, 3, c, c) or (B, 10, 3, c, c): minus the
+    mean image's window of each crop (§2), plus the image's PCA lighting shift (§4.1), divided by
+    the channel std when the recipe standardises."""
+
+    def __init__(
+        self, recipe: DataRecipe, stats: DataStats, device: torch.device | str, *, lighting: bool
+    ):
+        check_sizes(recipe, stats)
+        self.device = torch.device(device)
+        self.lighting = lighting
+        self.crop_size = recipe.crop_size
+        self.mean_image = stats.mean_image.to(self.device)[None]  # (1, 3, S, S)
+        self.eigenvalues = stats.eigenvalues.to(self.device)  # (3,)
+        self.eigenvectors = stats.eigenvectors.to(self.device)  # (3, 3)
+        standardised = recipe.input_scale == "standardised"
+        self.channel_std = stats.channel_std.to(self.device).view(3, 1, 1) if standardised else None
+
+    def __call__(self, batch: CropBatch) -> torch.Tensor:
+        windows = batch.windows.to(self.device, non_blocking=True)  # (B, [10,] 3)
+        if isinstance(batch.pixels, list):  # JPEG bytes: decode the batch here, then cut
+            decoded = torch.stack(decode_jpeg(batch.pixels, device=self.device))  # (B, 3, S, S)
+            crops = cut_windows(decoded, windows, self.crop_size)
+        else:
+            crops = batch.pixels.to(self.device, non_blocking=True)
+        images = crops.float()
+        mean = torch.zeros(windows.shape[:-1], dtype=torch.long, device=self.device)
+        images -= cut_windows(self.mean_image, windows, self.crop_size, which=mean)
+        if self.lighting:
+            alpha = batch.alpha.to(self.device, non_blocking=True)  # (B, 3)
+            shift = lighting_shift(alpha, self.eigenvalues, self.eigenvectors)  # (B, 3)
+            images += shift.view(len(shift), *[1] * (images.dim() - 4), 3, 1, 1)
+        if self.channel_std is not None:
+            images /= self.channel_std
+        return images
+
+
+class DeviceBatches:
+    """A crop loader whose batches arrive as (float images, labels, skipped) on the device; its
+    `sampler` and length are the loader's (train.py resumes mid-epoch through them)."""
+
+    def __init__(self, loader, transform: BatchTransform):
+        self.loader = loader
+        self.transform = transform
+
+    @property
+    def sampler(self):
+        return self.loader.sampler
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        device = self.transform.device
+        for crops, labels, skipped in self.loader:
+            if len(labels) == 0:
+                yield torch.empty(0, device=device), labels.to(device), skipped
+                continue
+            yield self.transform(crops), labels.to(device, non_blocking=True), skipped
+
+
+def decodes_on_device(
+    source: ImageSource, recipe: DataRecipe, device: torch.device, gpu_decode: bool
+) -> bool:
+    """Whether `make_batches` decodes on the device: CUDA, gpu_decode on, and a store of JPEGs
+    at the recipe's image size."""
+    return (
+        gpu_decode
+        and device.type == "cuda"
+        and source.prepared_size == recipe.image_size
+        and source.encoded(0) is not None
+    )
+
+
+def make_batches(
+    source: ImageSource,
+    recipe: DataRecipe,
+    stats: DataStats,
+    batch_size: int,
+    *,
+    train: bool,
+    ten_crop: bool = False,
+    device: torch.device | str = "cpu",
+    gpu_decode: bool = True,
+    **loader_options,
+) -> DeviceBatches:
+    """Batches of `source` as the net consumes them; loader_options go to loader.make_loader
+    (workers, seed, epoch, rank, world)."""
+    device = torch.device(device)
+    if source.prepared_size not in (None, recipe.image_size):
+        log.warning(
+            "%s holds %d px images; the recipe asks for %d px, so each image is resized as it is "
+            "read (slower): prepare a store at that size for speed",
+            source.name, source.prepared_size, recipe.image_size,
+        )  # fmt: skip
+    encoded = decodes_on_device(source, recipe, device, gpu_decode)
+    items = CropItems(source, recipe, train=train, ten_crop=ten_crop, encoded=encoded)
+    # Pinned memory speeds up the crops' copy; JPEG bytes are read by the decoder, not copied.
+    pin_for = "cpu" if encoded else device
+    loader = make_loader(
+        items, batch_size, train=train, device=pin_for, collate=collate_crops, **loader_options
+    )
+    lighting = train and recipe.pca_lighting
+    return DeviceBatches(loader, BatchTransform(recipe, stats, device, lighting=lighting))

@@ -1,0 +1,69 @@
+"""Where each crop of an image sits (§4.1), as a window (top, left, flipped).
+
+Training takes a random crop_size window of the image_size image and mirrors it with
+probability 1/2; testing takes the centre window, or the ten of §4.1 (four corners and centre,
+then their mirrors, in torchvision's five_crop order). A window is drawn once, from torch's
+global generator (which the loader seeds per item from (seed, epoch, index)), and then cut from
+whatever holds the pixels: one image in a loader worker (`cut_window`), a batch of decoded
+images on the device, or the mean image (`cut_windows`). The per-image pipeline
+(transforms.py) and the batched one (batches.py) therefore crop the same pixels.
+"""
+
+from __future__ import annotations
+
+import torch
+from torchvision.transforms.v2 import functional as F
+
+
+def draw_window(image_size: int, crop_size: int, flip: bool) -> tuple[int, int, bool]:
+    """A random (top, left, flipped) window: every position equally likely, mirrored with
+    probability 1/2 when `flip`. Draws nothing for a coordinate with one possible value."""
+    room = image_size - crop_size
+    top = int(torch.randint(0, room + 1, size=())) if room else 0
+    left = int(torch.randint(0, room + 1, size=())) if room else 0
+    flipped = flip and bool(torch.rand(()) < 0.5)
+    return top, left, flipped
+
+
+def centre_offset(image_size: int, crop_size: int) -> int:
+    """The centre window's top (and left), rounded as torchvision's center_crop rounds."""
+    return int(round((image_size - crop_size) / 2.0))
+
+
+def eval_windows(image_size: int, crop_size: int, ten_crop: bool) -> torch.Tensor:
+    """(1, 3), the centre window; or (10, 3): top-left, top-right, bottom-left, bottom-right,
+    centre, then the same five mirrored (§4.1, the order of TenCrop in transforms.py)."""
+    centre, far = centre_offset(image_size, crop_size), image_size - crop_size
+    if not ten_crop:
+        return torch.tensor([[centre, centre, 0]])
+    corners = [(0, 0), (0, far), (far, 0), (far, far), (centre, centre)]
+    return torch.tensor([[top, left, flipped] for flipped in (0, 1) for top, left in corners])
+
+
+def cut_window(pixels: torch.Tensor, window, crop_size: int) -> torch.Tensor:
+    """(C, S, S) -> (C, crop, crop): the window's pixels, mirrored if it says so."""
+    top, left, flipped = (int(value) for value in window)
+    crop = F.crop(pixels, top, left, crop_size, crop_size)
+    return F.horizontal_flip(crop) if flipped else crop
+
+
+def cut_windows(
+    images: torch.Tensor, windows: torch.Tensor, crop_size: int, which: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Windows (*W, 3) cut from images (N, C, S, S) in one gather: (*W, C, crop, crop).
+
+    which (*W): the image each window is cut from (default: window row b from image b).
+    """
+    windows = windows.to(images.device)
+    if which is None:
+        which = torch.arange(windows.shape[0], device=images.device)
+        which = which.view(-1, *[1] * (windows.dim() - 2)).expand(windows.shape[:-1])
+    steps = torch.arange(crop_size, device=images.device)  # (crop,)
+    top, left, flipped = windows.unbind(-1)  # (*W) each
+    rows = top[..., None] + steps  # (*W, crop)
+    columns = torch.where(
+        flipped[..., None].bool(), left[..., None] + crop_size - 1 - steps, left[..., None] + steps
+    )  # (*W, crop)
+    # Advanced indices on either side of the channel slice: the result is (*W, crop, crop, C).
+    cut = images[which[..., None, None], :, rows[..., :, None], columns[..., None, :]]
+    return cut.movedim(-1, -3)

@@ -1,0 +1,184 @@
+"""`alexnet prepare` and the prepared store: the same images, labels, classes and statistics as
+the source after §2; resumable after a kill; never rewritten; usable as any --data source."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from data_helpers import BAD_FILES
+from torchvision.io import decode_jpeg, encode_jpeg
+
+from alexnet.data import DataError, compute_stats, open_source
+from alexnet.data import prepare as prepare_module
+from alexnet.data.prepare import Settings, prepare_store
+from alexnet.data.store import PreparedSource
+
+SIZE = 16  # small images keep the suite fast; §2's arithmetic is the same at 256
+
+
+def prepare(source: str, destination: Path, size: int = SIZE, **options) -> dict:
+    settings = Settings(source, size, **options)
+    splits = open_source(source, val_fraction=settings.val_fraction, seed=settings.split_seed)
+    return prepare_store(splits, destination, settings, workers=0, progress=False)
+
+
+def store_files(folder: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("encoding", ["raw", "jpeg"])
+def test_the_store_holds_the_sources_images_after_section_2(ilsvrc_kaggle, tmp_path, encoding):
+    source = open_source(str(ilsvrc_kaggle))
+    prepare(str(ilsvrc_kaggle), tmp_path / "store", encoding=encoding)
+    store = open_source(str(tmp_path / "store"))
+    assert isinstance(store.train, PreparedSource)
+    assert store.classes == source.classes
+    for split in ("train", "val"):
+        original, stored = getattr(source, split), getattr(store, split)
+        assert stored.labels.tolist() == original.labels.tolist()
+        for index in range(len(original)):
+            expected = original.pixels(index, SIZE)  # (3, S, S): §2 applied to the file
+            if encoding == "jpeg":  # what a JPEG of quality 90 of those pixels decodes to
+                expected = decode_jpeg(encode_jpeg(expected.contiguous(), quality=90))
+            assert torch.equal(stored.pixels(index, SIZE), expected)
+            image, label = stored.load(index)
+            assert image.size == (SIZE, SIZE) and label == original.labels[index]
+
+
+def test_the_stores_statistics_are_those_of_the_statistics_pass(ilsvrc_kaggle, tmp_path):
+    prepare(str(ilsvrc_kaggle), tmp_path / "store")
+    expected = compute_stats(open_source(str(ilsvrc_kaggle)).train, SIZE, cache_dir=None)
+    stored = open_source(str(tmp_path / "store")).train
+    stats = compute_stats(stored, SIZE, cache_dir=tmp_path / "cache")  # no pass: the store's own
+    assert not (tmp_path / "cache").exists()
+    for name, value in expected.state_dict().items():
+        assert torch.equal(torch.as_tensor(stats.state_dict()[name]), torch.as_tensor(value)), name
+
+
+def test_the_store_does_not_depend_on_the_number_of_workers(image_tree, tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare_module, "CHUNK", 3)  # several chunks for the pool to share
+    prepare(str(image_tree), tmp_path / "alone")
+    settings = Settings(str(image_tree), SIZE)
+    splits = open_source(str(image_tree))
+    prepare_store(splits, tmp_path / "pool", settings, workers=2, progress=False)
+    assert store_files(tmp_path / "alone") == store_files(tmp_path / "pool")
+
+
+class Killed(BaseException):
+    """What a kill does to the writer: it stops where it is."""
+
+
+@pytest.mark.parametrize("kill_at", [1, 6, 13, 15])  # train: first, middle, finished; val
+def test_a_killed_prepare_run_again_gives_the_same_store(
+    image_tree, tmp_path, monkeypatch, kill_at
+):
+    monkeypatch.setattr(prepare_module, "CHUNK", 3)
+    monkeypatch.setattr(prepare_module, "COMMIT_SECONDS", 0.0)  # a commit after every chunk
+    prepare(str(image_tree), tmp_path / "straight")
+    commit, calls = prepare_module._commit, []
+
+    def dying_commit(files, state, sums, progress_file):
+        calls.append(1)
+        if len(calls) == kill_at:  # the chunk's data is written, its record is not
+            for file in files:
+                file.write(b"half of a chunk")
+            raise Killed
+        commit(files, state, sums, progress_file)
+
+    monkeypatch.setattr(prepare_module, "_commit", dying_commit)
+    with pytest.raises(Killed):
+        prepare(str(image_tree), tmp_path / "killed")
+    with pytest.raises(DataError, match="unfinished prepared store"):
+        open_source(str(tmp_path / "killed"))
+    monkeypatch.setattr(prepare_module, "_commit", commit)
+    prepare(str(image_tree), tmp_path / "killed")
+    assert store_files(tmp_path / "killed") == store_files(tmp_path / "straight")
+
+
+def test_prepare_killed_by_sigkill_finishes_when_run_again(image_tree, tmp_path):
+    """A real `kill -9` in the middle of the pass (the process kills itself after a commit)."""
+    script = """
+import os, signal, sys
+from alexnet.cli import main
+from alexnet.data import prepare
+prepare.CHUNK, prepare.COMMIT_SECONDS = 3, 0.0
+commit, calls = prepare._commit, []
+def dying_commit(*args):
+    commit(*args)
+    calls.append(1)
+    if len(calls) == 5 and os.environ.get("DIE"):
+        os.kill(os.getpid(), signal.SIGKILL)
+prepare._commit = dying_commit
+sys.exit(main(sys.argv[1:]))
+"""
+    command = [sys.executable, "-c", script, "prepare", str(image_tree), str(tmp_path / "killed")]
+    size = 64  # the CLI's smallest: the net's smallest crop
+    options = ["--set", f"data.image_size={size}", "--workers", "2", "--no-progress"]
+    killed = subprocess.run([*command, *options], env={**os.environ, "DIE": "1"})
+    assert killed.returncode == -signal.SIGKILL
+    assert (tmp_path / "killed" / "train.progress.pt").is_file()  # it died half way
+    prepare(str(image_tree), tmp_path / "killed", size)  # run again (here, to save a start-up)
+    prepare(str(image_tree), tmp_path / "straight", size)
+    assert store_files(tmp_path / "killed") == store_files(tmp_path / "straight")
+
+
+def test_a_finished_store_is_never_rewritten(image_tree, tmp_path):
+    prepare(str(image_tree), tmp_path / "store")
+    before = store_files(tmp_path / "store")
+    with pytest.raises(DataError, match="already holds a finished prepared store"):
+        prepare(str(image_tree), tmp_path / "store")
+    with pytest.raises(DataError, match="already holds a finished prepared store"):
+        prepare(str(image_tree), tmp_path / "store", quality=50)
+    assert store_files(tmp_path / "store") == before
+
+
+def test_prepare_refuses_a_folder_it_did_not_start(image_tree, tmp_path, monkeypatch):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not empty"):
+        prepare(str(image_tree), tmp_path / "busy")
+    monkeypatch.setattr(prepare_module, "CHUNK", 3)
+    monkeypatch.setattr(prepare_module, "COMMIT_SECONDS", 0.0)
+    monkeypatch.setattr(prepare_module, "_commit", lambda *args: (_ for _ in ()).throw(Killed))
+    with pytest.raises(Killed):
+        prepare(str(image_tree), tmp_path / "half", quality=90)
+    monkeypatch.undo()
+    with pytest.raises(DataError, match="unfinished store of other settings"):
+        prepare(str(image_tree), tmp_path / "half", quality=80)
+
+
+def test_bad_files_are_skipped_named_and_counted(odd_tree, tmp_path):
+    manifest = prepare(str(odd_tree), tmp_path / "store", val_fraction=0.3)
+    skipped = [path for split in ("train", "val") for path, _ in manifest["skipped"][split]]
+    assert sorted(Path(path).name for path in skipped) == sorted(BAD_FILES)
+    source = open_source(str(odd_tree), val_fraction=0.3)
+    images = {split: len(getattr(source, split)) for split in ("train", "val")}
+    assert sum(manifest["images"].values()) == sum(images.values()) - len(BAD_FILES)
+    on_disk = json.loads((tmp_path / "store" / "store.json").read_text())
+    assert on_disk["skipped"] == manifest["skipped"]
+    assert (
+        f"{len(BAD_FILES)} unreadable files left out"
+        in open_source(str(tmp_path / "store")).description
+    )
+
+
+def test_a_store_opens_for_validation_only(image_tree, tmp_path):
+    prepare(str(image_tree), tmp_path / "store")
+    full, val_only = (open_source(str(tmp_path / "store"), val_only=v) for v in (False, True))
+    assert val_only.train is None
+    assert val_only.val.labels.tolist() == full.val.labels.tolist()
+    assert np.array_equal(val_only.val.offsets, full.val.offsets)
+
+
+def test_a_store_refuses_to_be_prepared_again(image_tree, tmp_path):
+    prepare(str(image_tree), tmp_path / "store")
+    with pytest.raises(DataError, match="is a prepared store already"):
+        prepare(str(tmp_path / "store"), tmp_path / "again")
