@@ -39,18 +39,18 @@ from alexnet.recipe import preset
 from alexnet.train import training_step
 
 
-def batches_of(spec: str, args, device: torch.device, cache: bool = True):
+def batches_of(spec: str, args, device: torch.device, workers: int, cache: bool = True):
     """The paper recipe's training batches of `spec` on `device`, and the classes; cache: keep
     the statistics of data that outlives the run in the statistics cache."""
     recipe = preset("paper")
     splits = open_source(spec)
     stats = compute_stats(
         splits.train, recipe.data.image_size, cache_dir=stats_cache_dir() if cache else None,
-        workers=args.workers, progress=False,
+        workers=workers, progress=False,
     )  # fmt: skip
     batches = make_batches(
         splits.train, recipe.data, stats, args.batch_size, train=True, device=device,
-        workers=args.workers, gpu_decode=not args.no_gpu_decode,
+        workers=workers, gpu_decode=not args.no_gpu_decode,
     )  # fmt: skip
     return batches, len(splits.classes)
 
@@ -101,16 +101,22 @@ def training_rate(batches, classes: int, steps: int, device: torch.device, compi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="any --data source; default: generated 500×375 JPEGs")
-    parser.add_argument("--images", type=int, default=512, help="JPEGs to generate")
+    parser.add_argument("--images", type=int, default=1024, help="JPEGs to generate")
+    parser.add_argument("--format", choices=["jpeg", "raw"], default="jpeg", help="the store's")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=-1, help="-1: one per core")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[-1], help="loader processes, one figure each "
+        "(-1: one per core, as training; 0: the main process alone)",
+    )  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--train-steps", type=int, help="default: 200 on CUDA, none on a CPU")
     parser.add_argument("--no-gpu-decode", action="store_true")
     parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args()
-    device = Placement.for_run(preset("paper").run, args.device).device
+    placement = Placement.for_run(preset("paper").run, args.device)
+    placement.prepare()  # as training does: cuDNN's autotuner, or a CPU keeping freed memory
+    device = placement.device
     train_steps = args.train_steps or (200 if device.type == "cuda" else 0)
 
     with tempfile.TemporaryDirectory() as folder:
@@ -118,26 +124,36 @@ def main() -> None:
         if spec is None:
             folder_spec, spec = str(Path(folder) / "pictures"), str(Path(folder) / "store")
             write_jpegs(Path(folder_spec), args.images)
-            settings = Settings(folder_spec, preset("paper").data.image_size)
+            settings = Settings(folder_spec, preset("paper").data.image_size, args.format)
             start = time.perf_counter()
             manifest = prepare_store(
-                open_source(folder_spec), Path(spec), settings, workers=args.workers,
+                open_source(folder_spec), Path(spec), settings, workers=args.workers[0],
                 progress=False,
             )  # fmt: skip
             prepare_rate = sum(manifest["images"].values()) / (time.perf_counter() - start)
-        batches, classes = batches_of(spec, args, device)
-        rate = loader_rate(batches, args.repeats, device)
-        print(f"loader: {rate:.0f} images/s")
-        print(
-            f"  ({spec}, batch {args.batch_size}, {batches.loader.num_workers} workers, "
-            f"{device}, torch {torch.__version__})"
-        )
+        for run, workers in enumerate(args.workers):
+            batches, classes = batches_of(spec, args, device, workers)
+            rate = loader_rate(batches, args.repeats, device)
+            what = f"{batches.loader.num_workers} workers"
+            if run == 0:
+                print(f"loader: {rate:.0f} images/s")
+                print(f"  ({spec}, batch {args.batch_size}, {device}, torch {torch.__version__})")
+            print(f"{what}: store {rate:.0f} images/s" if folder_spec else f"{what}: {rate:.0f}")
+            if folder_spec is not None:
+                pictures = batches_of(folder_spec, args, device, workers, cache=False)[0]
+                folder_rate = loader_rate(pictures, args.repeats, device)
+                print(
+                    f"{what}: image folder {folder_rate:.0f} images/s (the same 500×375 JPEGs); "
+                    f"ratio store / image folder {rate / folder_rate:.2f}"
+                )
+                del pictures  # its workers end here
+            if run < len(args.workers) - 1:
+                del batches
         if folder_spec is not None:
-            pictures = batches_of(folder_spec, args, device, cache=False)[0]
-            folder_rate = loader_rate(pictures, args.repeats, device)
-            print(f"image folder loader: {folder_rate:.0f} images/s (the same 500×375 JPEGs)")
-            print(f"ratio store / image folder: {rate / folder_rate:.2f}")
-            print(f"alexnet prepare: {prepare_rate:.0f} images/s ({args.images} JPEGs)")
+            print(
+                f"alexnet prepare: {prepare_rate:.0f} images/s ({args.images} JPEGs to "
+                f"{args.format}, workers={args.workers[0]})"
+            )
         if train_steps:
             images_per_s, fast_paths = training_rate(
                 batches, classes, train_steps, device, compile=not args.no_compile

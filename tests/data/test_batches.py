@@ -182,3 +182,19 @@ def test_gpu_decoding_agrees_with_the_cpu_path(image_tree, tmp_path):
         assert torch.equal(labels_a, labels_b.cpu())
         # nvJPEG's IDCT and upsampling may differ from libjpeg-turbo's by a few grey levels
         assert (a - b.cpu()).abs().mean() < 1.0
+
+
+@pytest.mark.parametrize("train, ten_crop", [(True, False), (False, False), (False, True)])
+def test_crop_by_crop_and_whole_batch_arithmetic_give_the_same_values(source, train, ten_crop):
+    """The CPU's crop-by-crop steps (views of the mean and its mirror) against CUDA's
+    whole-batch steps (one gather), both run here."""
+    recipe = DataRecipe(image_size=SIZE, crop_size=CROP, input_scale="standardised")
+    items = CropItems(source, recipe, train=train, ten_crop=ten_crop)
+    loader = make_loader(items, 8, train=train, workers=0, seed=2, collate=collate_crops)
+    crops, _, _ = next(iter(loader))
+    stats = random_stats()
+    each, whole = (
+        BatchTransform(recipe, stats, "cpu", lighting=train, per_image=per_image)(crops)
+        for per_image in (True, False)
+    )
+    assert torch.equal(each, whole)

@@ -83,11 +83,10 @@ class CropItems(Dataset):
         else:
             windows = self.windows[0] if len(self.windows) == 1 else self.windows
         alpha = torch.zeros(3) if self.lighting_std is None else draw_alpha(self.lighting_std)
-        if not self.encoded:
-            pixels = torch.stack(
-                [cut_window(pixels, w, self.crop_size) for w in windows.view(-1, 3)]
-            )
-            pixels = pixels.view(*windows.shape[:-1], 3, self.crop_size, self.crop_size)
+        if not self.encoded and windows.dim() == 1:
+            pixels = cut_window(pixels, windows, self.crop_size)  # (3, c, c)
+        elif not self.encoded:  # (10, 3, c, c)
+            pixels = torch.stack([cut_window(pixels, window, self.crop_size) for window in windows])
         return pixels, windows, alpha, int(self.source.labels[index])
 
 
@@ -98,25 +97,41 @@ def collate_crops(batch: list) -> tuple[CropBatch, torch.Tensor, int]:
     if not kept:
         nothing = CropBatch(torch.empty(0, dtype=torch.uint8), torch.empty(0, 3), torch.empty(0, 3))
         return nothing, torch.empty(0, dtype=torch.int64), skipped
-    pixels, windows, alpha, labels = zip(*kept, strict=True)
-    stacked = list(pixels) if pixels[0].dim() == 1 else torch.stack(pixels)  # bytes stay a list
-    crops = CropBatch(stacked, torch.stack(windows), torch.stack(alpha))
-    return crops, default_collate(list(labels)), skipped
+    pixels, windows, alpha, labels = (list(column) for column in zip(*kept, strict=True))
+    # default_collate stacks into shared memory in a worker: the main process maps, not copies
+    stacked = pixels if pixels[0].dim() == 1 else default_collate(pixels)  # bytes stay a list
+    crops = CropBatch(stacked, default_collate(windows), default_collate(alpha))
+    return crops, default_collate(labels), skipped
 
 
 class BatchTransform:
     """On the device, a CropBatch -> float32 images (B, 3, c, c) or (B, 10, 3, c, c): minus the
     mean image's window of each crop (§2), plus the image's PCA lighting shift (§4.1), divided by
-    the channel std when the recipe standardises."""
+    the channel std when the recipe standardises.
+
+    On CUDA each step is one operation on the whole batch, the mean's windows cut in one gather.
+    On a CPU the same steps run crop by crop (per_image), so that each crop stays in cache
+    between them, subtracting a view of the mean image (or of its mirror) instead of a copy:
+    measured on 2 cores at batch 128 and 224 px, about a fifth of the time of whole-batch steps,
+    which are bound by memory bandwidth there. Both give the same values.
+    """
 
     def __init__(
-        self, recipe: DataRecipe, stats: DataStats, device: torch.device | str, *, lighting: bool
+        self,
+        recipe: DataRecipe,
+        stats: DataStats,
+        device: torch.device | str,
+        *,
+        lighting: bool,
+        per_image: bool | None = None,
     ):
         check_sizes(recipe, stats)
         self.device = torch.device(device)
         self.lighting = lighting
+        self.per_image = self.device.type == "cpu" if per_image is None else per_image
         self.crop_size = recipe.crop_size
         self.mean_image = stats.mean_image.to(self.device)[None]  # (1, 3, S, S)
+        self.mirrored_mean = self.mean_image[0].flip(-1)  # (3, S, S)
         self.eigenvalues = stats.eigenvalues.to(self.device)  # (3,)
         self.eigenvectors = stats.eigenvectors.to(self.device)  # (3, 3)
         standardised = recipe.input_scale == "standardised"
@@ -129,15 +144,36 @@ class BatchTransform:
             crops = cut_windows(decoded, windows, self.crop_size)
         else:
             crops = batch.pixels.to(self.device, non_blocking=True)
-        images = crops.float()
-        mean = torch.zeros(windows.shape[:-1], dtype=torch.long, device=self.device)
-        images -= cut_windows(self.mean_image, windows, self.crop_size, which=mean)
+        shift = None
         if self.lighting:
             alpha = batch.alpha.to(self.device, non_blocking=True)  # (B, 3)
             shift = lighting_shift(alpha, self.eigenvalues, self.eigenvectors)  # (B, 3)
+        if self.per_image:
+            return self._crop_by_crop(crops, windows, shift)
+        images = crops.float()
+        mean = torch.zeros(windows.shape[:-1], dtype=torch.long, device=self.device)
+        images -= cut_windows(self.mean_image, windows, self.crop_size, which=mean)
+        if shift is not None:
             images += shift.view(len(shift), *[1] * (images.dim() - 4), 3, 1, 1)
         if self.channel_std is not None:
             images /= self.channel_std
+        return images
+
+    def _crop_by_crop(self, crops, windows, shift) -> torch.Tensor:
+        images = torch.empty(crops.shape, dtype=torch.float32, device=self.device)
+        size, crop = self.mean_image.shape[-1], self.crop_size
+        crops_per_image = windows[0].numel() // 3  # 1, or 10 for ten crops
+        flat_images, flat_crops = images.view(-1, 3, crop, crop), crops.view(-1, 3, crop, crop)
+        for k, (top, left, flipped) in enumerate(windows.view(-1, 3).tolist()):
+            if flipped:  # the mirror of window (top, left) is window (top, S - left - c) mirrored
+                mean = self.mirrored_mean[:, top : top + crop, size - left - crop : size - left]
+            else:
+                mean = self.mean_image[0, :, top : top + crop, left : left + crop]
+            torch.sub(flat_crops[k], mean, out=flat_images[k])
+            if shift is not None:
+                flat_images[k] += shift[k // crops_per_image].view(3, 1, 1)
+            if self.channel_std is not None:
+                flat_images[k] /= self.channel_std
         return images
 
 

@@ -15,6 +15,7 @@ rewritten: the command refuses it.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import multiprocessing
@@ -27,8 +28,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from safetensors.torch import save
-from torchvision.io import encode_jpeg
 from tqdm import tqdm
 
 from alexnet.data.dataset import DataError, ImageSource, Splits
@@ -306,12 +307,13 @@ def _prepare_chunk(task: tuple[int, int, bool]):
             continue
         if sums is not None:
             sums.add(pixels[None])
-        if settings.encoding == "jpeg":
-            encoded.append(
-                encode_jpeg(pixels.contiguous(), quality=settings.quality).numpy().tobytes()
-            )
+        rows = pixels.permute(1, 2, 0).contiguous().numpy()  # (S, S, 3): how both formats hold it
+        if settings.encoding == "jpeg":  # Pillow's encoder: twice as fast as torchvision's
+            buffer = io.BytesIO()
+            Image.fromarray(rows, "RGB").save(buffer, "JPEG", quality=settings.quality)
+            encoded.append(buffer.getvalue())
         else:
-            encoded.append(pixels.permute(1, 2, 0).contiguous().numpy().tobytes())  # (S, S, 3)
+            encoded.append(rows.tobytes())
         reasons.append(None)
     # numpy, not tensors: a pool would pass tensors through shared-memory file handles
     state = sums and {k: getattr(v, "numpy", lambda v=v: v)() for k, v in sums.state_dict().items()}
