@@ -80,7 +80,7 @@ def training_rate(batches, classes: int, steps: int, device: torch.device, compi
     run.compile = compile
     placement = Placement.for_run(run, str(device))
     placement.prepare()
-    model = placement.model(AlexNet(classes))
+    model = placement.model(AlexNet(max(classes, 1000)))  # ImageNet's fc8 at the least
     step_model = placement.step_model(model)
     optimizer = PaperSGD(model.parameters(), lr=0.01)
     warm_up, done, images, start = 20, 0, 0, 0.0

@@ -69,3 +69,30 @@ def test_compiled_training_steps_lower_the_loss_on_a_fixed_batch():
         [training_step(step_model, optimizer, x, labels, placement)[0] for _ in range(8)]
     )
     assert torch.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_training_from_a_store_decodes_on_the_gpu_and_matches_the_cpu_loader(tmp_path, colour_tree):
+    """`alexnet train` from a prepared store on CUDA: the JPEGs decode there (run.gpu_decode)."""
+    from alexnet.data import make_batches, open_source
+    from alexnet.data.batches import decodes_on_device
+    from alexnet.data.prepare import Settings, prepare_store
+    from alexnet.recipe import apply_overrides, preset
+    from alexnet.train import fit
+
+    prepare_store(
+        open_source(str(colour_tree)), tmp_path / "store", Settings(str(colour_tree), 64),
+        workers=0, progress=False,
+    )  # fmt: skip
+    recipe = apply_overrides(preset("digits"), [f"data.source={tmp_path / 'store'}"])
+    store = open_source(recipe.data.source).train
+    assert decodes_on_device(store, recipe.data, torch.device("cuda"), gpu_decode=True)
+    stats = store.stored_stats(64)
+    on_gpu, on_cpu = (
+        make_batches(store, recipe.data, stats, 8, train=True, device=device, workers=0)
+        for device in ("cuda", "cpu")
+    )
+    for (a, labels_a, _), (b, labels_b, _) in zip(on_gpu, on_cpu, strict=True):
+        assert torch.equal(labels_a.cpu(), labels_b)
+        assert (a.cpu() - b).abs().mean() < 0.1  # nvJPEG against libjpeg-turbo, standardised
+    summary = fit(recipe, tmp_path / "run", progress=False)
+    assert summary["epoch"] == recipe.schedule.epochs
