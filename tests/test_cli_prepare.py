@@ -56,7 +56,8 @@ def test_train_eval_and_predict_from_a_store(store, colour_tree, tmp_path, capsy
     assert load(out).classes == ["blue", "green", "red"]  # predict's class names, from the store
 
 
-def test_a_second_run_on_the_same_source_reuses_its_statistics(colour_tree, tmp_path):
+def test_a_second_run_on_the_same_source_reuses_its_statistics(colour_tree, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "cache"))  # empty: the first run computes
     for name in ("first", "second"):
         argv = [
             "train",
@@ -68,7 +69,9 @@ def test_a_second_run_on_the_same_source_reuses_its_statistics(colour_tree, tmp_
             str(tmp_path / name),
         ]
         assert run([*argv, *TINY, "--set", "data.val_fraction=0.25"])[0] == 0
+    assert "data statistics: 27 images at 64 px" in (tmp_path / "first" / "train.log").read_text()
     assert "data statistics: read from" in (tmp_path / "second" / "train.log").read_text()
+    assert len(list((tmp_path / "cache").glob("stats-*.pt"))) == 1
     assert not list((tmp_path / "second").glob("stats-*"))  # not kept per run folder
 
 

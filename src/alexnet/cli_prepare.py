@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -31,10 +32,17 @@ def _prepare(args: argparse.Namespace) -> int:
         download=args.download,
     )  # fmt: skip
     start = time.perf_counter()
-    manifest = prepare_store(
-        splits, Path(args.destination), settings, workers=args.workers,
-        progress=not args.no_progress,
-    )  # fmt: skip
+    try:
+        manifest = prepare_store(
+            splits, Path(args.destination), settings, workers=args.workers,
+            progress=not args.no_progress,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        print(
+            f"alexnet: interrupted; the same command finishes {args.destination} from where it "
+            "stopped", file=sys.stderr,
+        )  # fmt: skip
+        return 130
     seconds = time.perf_counter() - start
     images = manifest["images"]
     skipped = {split: len(files) for split, files in manifest["skipped"].items()}

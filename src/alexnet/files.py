@@ -41,3 +41,9 @@ def write_atomically(path: Path | str, write: Callable[[BinaryIO], object]) -> N
 
 def write_text_atomically(path: Path | str, text: str) -> None:
     write_atomically(path, lambda file: file.write(text.encode()))
+
+
+def remove_temporaries(folder: Path) -> None:
+    """Delete the temporary files a killed `write_atomically` left in `folder` (`.NAME.*.tmp`)."""
+    for path in Path(folder).glob(".*.tmp"):
+        path.unlink(missing_ok=True)

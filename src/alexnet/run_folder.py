@@ -87,9 +87,3 @@ def discard_unfinished(run_dir: Path) -> None:
     """Remove a run folder this run created when it holds no checkpoint (a failed start)."""
     if run_dir.is_dir() and not (run_dir / "last.pt").exists():
         shutil.rmtree(run_dir, ignore_errors=True)
-
-
-def remove_temporaries(run_dir: Path) -> None:
-    """Delete temporary files a killed write left behind (files.py names them `.NAME.*.tmp`)."""
-    for path in run_dir.glob(".*.tmp"):
-        path.unlink(missing_ok=True)

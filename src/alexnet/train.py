@@ -33,6 +33,7 @@ from alexnet.device import Placement
 from alexnet.distributed import Ranks, combine_figures, reduce_figures
 from alexnet.evaluate import evaluate
 from alexnet.figures import plot_conv1, plot_curves
+from alexnet.files import remove_temporaries
 from alexnet.optim import plateau_ends_run
 from alexnet.parallel import input_device, single_device
 from alexnet.preemption import StopRequest, stop_on_signals
@@ -44,7 +45,6 @@ from alexnet.run_folder import (
     attach_log_file,
     check_resumable,
     discard_unfinished,
-    remove_temporaries,
 )
 from alexnet.run_state import Run, start_run, training_state
 from alexnet.tensorboard_log import Board, open_board

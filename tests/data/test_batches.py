@@ -145,12 +145,15 @@ def test_decoding_jpeg_bytes_with_the_batch_equals_decoding_in_the_workers(
     for train in (True, False):
         transform = BatchTransform(recipe, stats, "cpu", lighting=train)
         results = []
-        for encoded in (False, True):
+        for encoded, workers in [(False, 0), (True, 0), (True, 2)]:
             items = CropItems(store, recipe, train=train, ten_crop=ten_crop, encoded=encoded)
-            loader = make_loader(items, 6, train=train, workers=0, seed=3, collate=collate_crops)
+            loader = make_loader(
+                items, 6, train=train, workers=workers, seed=3, collate=collate_crops
+            )
             results.append([(transform(crops), labels) for crops, labels, _ in loader])
-        for (a, labels_a), (b, labels_b) in zip(*results, strict=True):
-            assert torch.equal(a, b) and torch.equal(labels_a, labels_b)
+        for other in results[1:]:
+            for (a, labels_a), (b, labels_b) in zip(results[0], other, strict=True):
+                assert torch.equal(a, b) and torch.equal(labels_a, labels_b)
 
 
 def test_a_store_at_another_size_is_resized_as_it_is_read(image_tree, tmp_path, caplog):

@@ -139,6 +139,72 @@ sys.exit(main(sys.argv[1:]))
     assert store_files(tmp_path / "killed") == store_files(tmp_path / "straight")
 
 
+def test_a_kill_while_tidying_up_or_mid_write_leaves_nothing_behind(
+    image_tree, tmp_path, monkeypatch
+):
+    prepare(str(image_tree), tmp_path / "straight")
+    killed = tmp_path / "killed"
+    monkeypatch.setattr(prepare_module, "_remove_job_files", lambda folder: _raise(Killed))
+    with pytest.raises(Killed):  # store.json is written; the job files are still there
+        prepare(str(image_tree), killed)
+    monkeypatch.undo()
+    (killed / ".train.progress.pt.x1y2.tmp").write_bytes(b"half a progress record")
+    prepare(str(image_tree), killed)  # finishes the tidying up, rewrites nothing
+    assert store_files(killed) == store_files(tmp_path / "straight")
+    assert not list(killed.glob(".*"))
+    # a kill while the job file was first written: nothing but a temporary file
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / ".prepare.json.a1b2.tmp").write_text("{")
+    prepare(str(image_tree), tmp_path / "early")
+    assert store_files(tmp_path / "early") == store_files(tmp_path / "straight")
+
+
+def _raise(error):
+    raise error
+
+
+def test_a_second_prepare_into_the_same_folder_is_refused_while_one_runs(image_tree, tmp_path):
+    (tmp_path / "store").mkdir()
+    holder = """
+import fcntl, sys, time
+lock = open(sys.argv[1], "a")
+fcntl.lockf(lock, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(60)
+"""
+    lock = tmp_path / "store" / prepare_module.LOCK
+    other = subprocess.Popen([sys.executable, "-c", holder, str(lock)], stdout=subprocess.PIPE)
+    try:
+        assert other.stdout.readline() == b"locked\n"  # another process holds the folder
+        with pytest.raises(DataError, match="another alexnet prepare is writing"):
+            prepare(str(image_tree), tmp_path / "store")
+    finally:
+        other.kill()
+        other.wait()
+    prepare(str(image_tree), tmp_path / "store")  # its lock died with it
+    assert not lock.exists()
+
+
+def test_a_store_file_shorter_than_its_commit_is_damage(image_tree, tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare_module, "CHUNK", 3)
+    monkeypatch.setattr(prepare_module, "COMMIT_SECONDS", 0.0)
+    commit, calls = prepare_module._commit, []
+
+    def dying_commit(*args):
+        commit(*args)
+        calls.append(1)
+        if len(calls) == 3:
+            raise Killed
+
+    monkeypatch.setattr(prepare_module, "_commit", dying_commit)
+    with pytest.raises(Killed):
+        prepare(str(image_tree), tmp_path / "store")
+    monkeypatch.undo()
+    (tmp_path / "store" / "train.bin").write_bytes(b"")  # lost, as on a failing disk
+    with pytest.raises(DataError, match="shorter than its last commit"):
+        prepare(str(image_tree), tmp_path / "store")
+
+
 def test_a_finished_store_is_never_rewritten(image_tree, tmp_path):
     prepare(str(image_tree), tmp_path / "store")
     before = store_files(tmp_path / "store")

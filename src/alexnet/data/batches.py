@@ -21,9 +21,9 @@ from typing import NamedTuple
 
 import torch
 from torch.utils.data import Dataset, default_collate
-from torchvision.io import decode_jpeg
+from torchvision.io import ImageReadMode, decode_jpeg
 
-from alexnet.data.dataset import ImageSource
+from alexnet.data.dataset import DataError, ImageSource
 from alexnet.data.lighting import draw_alpha, lighting_shift
 from alexnet.data.loader import make_loader
 from alexnet.data.stats import DataStats
@@ -36,12 +36,14 @@ log = logging.getLogger("alexnet.data")
 
 class CropBatch(NamedTuple):
     """A batch before the device's arithmetic. pixels: uint8 crops (B, 3, c, c), or (B, 10, 3,
-    c, c) for ten crops; or, to decode on the device, a list of B JPEG byte tensors. windows:
-    (B, 3) or (B, 10, 3) int64 (top, left, flipped). alpha: (B, 3) lighting draws."""
+    c, c) for ten crops; or, to decode on the device, the B images' JPEG bytes end to end, with
+    their lengths (B,). windows: (B, 3) or (B, 10, 3) int64 (top, left, flipped). alpha: (B, 3)
+    lighting draws."""
 
-    pixels: torch.Tensor | list[torch.Tensor]
+    pixels: torch.Tensor
     windows: torch.Tensor
     alpha: torch.Tensor
+    lengths: torch.Tensor | None = None  # JPEG bytes per image; None for cut crops
 
 
 class CropItems(Dataset):
@@ -98,9 +100,11 @@ def collate_crops(batch: list) -> tuple[CropBatch, torch.Tensor, int]:
         nothing = CropBatch(torch.empty(0, dtype=torch.uint8), torch.empty(0, 3), torch.empty(0, 3))
         return nothing, torch.empty(0, dtype=torch.int64), skipped
     pixels, windows, alpha, labels = (list(column) for column in zip(*kept, strict=True))
-    # default_collate stacks into shared memory in a worker: the main process maps, not copies
-    stacked = pixels if pixels[0].dim() == 1 else default_collate(pixels)  # bytes stay a list
-    crops = CropBatch(stacked, default_collate(windows), default_collate(alpha))
+    # default_collate stacks into shared memory in a worker: the main process maps, not copies.
+    # JPEG bytes go end to end in one tensor: one shared segment a batch, not one an image.
+    lengths = torch.tensor([len(data) for data in pixels]) if pixels[0].dim() == 1 else None
+    stacked = torch.cat(pixels) if lengths is not None else default_collate(pixels)
+    crops = CropBatch(stacked, default_collate(windows), default_collate(alpha), lengths)
     return crops, default_collate(labels), skipped
 
 
@@ -139,9 +143,8 @@ class BatchTransform:
 
     def __call__(self, batch: CropBatch) -> torch.Tensor:
         windows = batch.windows.to(self.device, non_blocking=True)  # (B, [10,] 3)
-        if isinstance(batch.pixels, list):  # JPEG bytes: decode the batch here, then cut
-            decoded = torch.stack(decode_jpeg(batch.pixels, device=self.device))  # (B, 3, S, S)
-            crops = cut_windows(decoded, windows, self.crop_size)
+        if batch.lengths is not None:  # JPEG bytes: decode the batch here, then cut
+            crops = cut_windows(self._decode(batch), windows, self.crop_size)
         else:
             crops = batch.pixels.to(self.device, non_blocking=True)
         shift = None
@@ -158,6 +161,23 @@ class BatchTransform:
         if self.channel_std is not None:
             images /= self.channel_std
         return images
+
+    def _decode(self, batch: CropBatch) -> torch.Tensor:
+        """(B, 3, S, S) uint8 on the device from the batch's JPEG bytes, decoded together."""
+        jpegs = list(torch.split(batch.pixels, batch.lengths.tolist()))
+        if self.device.type == "cuda":
+            # nvJPEG's hardware engine writes its outputs without waiting for the stream, into
+            # blocks the caching allocator may have just freed under queued kernels
+            # (pytorch/vision#9606): let the queued work finish first.
+            torch.cuda.current_stream(self.device).synchronize()
+        try:
+            decoded = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device)
+        except RuntimeError as error:
+            raise DataError(
+                f"cannot decode a batch of the prepared store's JPEGs ({error}); prepare the "
+                "store again, or set run.gpu_decode=false"
+            ) from None
+        return torch.stack(decoded)
 
     def _crop_by_crop(self, crops, windows, shift) -> torch.Tensor:
         images = torch.empty(crops.shape, dtype=torch.float32, device=self.device)

@@ -153,10 +153,10 @@ def seed_worker(worker_id: int, *, seed: int, epoch: int) -> None:
 
 
 def default_workers() -> int:
-    """One loader process per CPU core this process may use."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+    """One loader process per CPU core this process may use, shared among the processes
+    torchrun started on this machine (LOCAL_WORLD_SIZE)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
 def make_loader(

@@ -15,12 +15,10 @@ rewritten: the command refuses it.
 
 from __future__ import annotations
 
-import io
+import fcntl
 import json
 import logging
-import multiprocessing
 import os
-import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +26,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from safetensors.torch import save
 from tqdm import tqdm
 
 from alexnet.data.dataset import DataError, ImageSource, Splits
 from alexnet.data.loader import default_workers
+from alexnet.data.prepare_chunks import ChunkResults
 from alexnet.data.stats import StatsSums
 from alexnet.data.store import (
     ENCODINGS,
@@ -48,7 +46,7 @@ from alexnet.data.store import (
     index_path,
     is_store,
 )
-from alexnet.files import write_atomically, write_text_atomically
+from alexnet.files import remove_temporaries, write_atomically, write_text_atomically
 
 log = logging.getLogger("alexnet.data")
 CHUNK = 64  # images per task handed to a worker
@@ -94,7 +92,13 @@ def prepare_store(
         raise DataError(f"{settings.source} is a prepared store already")
     job = {"format": STORE_FORMAT, **settings.__dict__, "classes": splits.classes}
     job["fingerprints"] = {split: _source(splits, split).fingerprint() for split in SPLITS}
-    if _finished_earlier(destination, job):
+    with _locked(destination):
+        return _write_store(splits, destination, settings, job, workers, progress)
+
+
+def _write_store(splits, destination, settings, job, workers, progress) -> dict[str, Any]:
+    remove_temporaries(destination)  # a write that a kill cut short
+    if _finish_tidying_or_refuse(destination, job):
         return json.loads((destination / MANIFEST).read_text())
     _start_or_resume(destination, job)
     workers = default_workers() if workers < 0 else workers
@@ -131,9 +135,35 @@ def _source(splits: Splits, split: str) -> ImageSource:
     return splits.train if split == "train" else splits.val
 
 
-def _finished_earlier(destination: Path, job: dict[str, Any]) -> bool:
-    """True when `destination` is this very store, killed only while tidying up; a finished
-    store otherwise is refused."""
+LOCK = ".prepare.lock"  # held while a prepare writes; removed when it ends
+
+
+class _locked:
+    """Holds an exclusive lock on `destination` (made if need be), so that a second
+    `alexnet prepare` into it stops at once instead of writing the same files. A POSIX lock on
+    a file in it: the kernel drops it when the process dies, and forked workers never hold it."""
+
+    def __init__(self, destination: Path):
+        destination.mkdir(parents=True, exist_ok=True)
+        self.destination = destination
+        self.file = open(destination / LOCK, "a")  # noqa: SIM115 (closed in __exit__)
+        try:
+            fcntl.lockf(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.close()
+            raise DataError(f"another alexnet prepare is writing {destination}") from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception) -> None:
+        (self.destination / LOCK).unlink(missing_ok=True)  # the folder as it was, or the store
+        self.file.close()  # releases the lock
+
+
+def _finish_tidying_or_refuse(destination: Path, job: dict[str, Any]) -> bool:
+    """True when `destination` is this very store, killed only while tidying up (which this
+    finishes); a finished store otherwise is refused. False when it is not finished."""
     if not is_store(destination):
         return False
     if (destination / JOB).is_file() and _read_job(destination) == job:
@@ -154,9 +184,8 @@ def _start_or_resume(destination: Path, job: dict[str, Any]) -> None:
             )
         log.info("prepare: resuming the unfinished store at %s", destination)
         return
-    if destination.exists() and (not destination.is_dir() or any(destination.iterdir())):
+    if any(path.name != LOCK for path in destination.iterdir()):  # _locked made the folder
         raise DataError(f"{destination} exists and is not empty; give a new or empty folder")
-    destination.mkdir(parents=True, exist_ok=True)
     write_text_atomically(destination / JOB, json.dumps(job, indent=1) + "\n")
 
 
@@ -205,9 +234,7 @@ def _prepare_split(
     )  # fmt: skip
     committed = time.monotonic()
     try:
-        with _ChunkResults(
-            source, settings, chunks, workers, with_sums=split == "train"
-        ) as results:
+        with ChunkResults(source, settings, chunks, workers, with_sums=split == "train") as results:
             for (start, stop), result in zip(chunks, results, strict=False):
                 encoded, labels, reasons, chunk_sums = result
                 items = zip(encoded, labels, reasons, strict=True)
@@ -241,6 +268,9 @@ def _cut_back(path: Path, length: int):
     """`path` opened for appending after its first `length` bytes (what the last commit made
     final; anything after it was written by a killed run)."""
     file = open(path, "a+b")  # noqa: SIM115 (closed by the caller)
+    if file.seek(0, os.SEEK_END) < length:
+        file.close()
+        raise DataError(f"{path} is shorter than its last commit: the store is damaged; remove it")
     file.truncate(length)
     file.seek(length)
     return file
@@ -253,68 +283,3 @@ def _commit(files: list, state: dict[str, Any], sums: StatsSums, progress_file: 
         os.fsync(file.fileno())
     state["sums"] = sums.state_dict()
     write_atomically(progress_file, lambda file: torch.save(state, file))
-
-
-class _ChunkResults:
-    """The results of `_prepare_chunk` over `chunks`, in order: from a pool of worker
-    processes, or computed here when workers is 0. A context manager that stops the pool."""
-
-    def __init__(self, source, settings, chunks, workers: int, with_sums: bool):
-        self.tasks = [(start, stop, with_sums) for start, stop in chunks]
-        self.arguments = (source, settings)
-        self.pool = None
-        if workers > 0 and len(chunks) > 1:
-            self.pool = multiprocessing.Pool(
-                min(workers, len(chunks)), initializer=_start_worker, initargs=self.arguments
-            )
-
-    def __enter__(self):
-        if self.pool is None:
-            _start_worker(*self.arguments, in_worker=False)
-            return map(_prepare_chunk, self.tasks)
-        return self.pool.imap(_prepare_chunk, self.tasks)
-
-    def __exit__(self, *exception) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-            self.pool.join()
-
-
-_WORKER: dict[str, Any] = {}  # this process's source and settings (set by _start_worker)
-
-
-def _start_worker(source: ImageSource, settings: Settings, in_worker: bool = True) -> None:
-    if in_worker:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
-        torch.set_num_threads(1)
-    _WORKER.update(source=source, settings=settings)
-
-
-def _prepare_chunk(task: tuple[int, int, bool]):
-    """Images start..stop-1 prepared (§2) and encoded: (bytes or None per image, labels, skip
-    reasons, the chunk's StatsSums or None)."""
-    start, stop, with_sums = task
-    source: ImageSource = _WORKER["source"]
-    settings: Settings = _WORKER["settings"]
-    sums = StatsSums(settings.image_size) if with_sums else None  # returned as numpy arrays
-    encoded, labels, reasons = [], [], []
-    for index in range(start, stop):
-        pixels = source.pixels(index, settings.image_size)  # (3, S, S) uint8, or None
-        labels.append(int(source.labels[index]))
-        if pixels is None:
-            encoded.append(None)
-            reasons.append(source.unreadable.get(index, "cannot decode"))
-            continue
-        if sums is not None:
-            sums.add(pixels[None])
-        rows = pixels.permute(1, 2, 0).contiguous().numpy()  # (S, S, 3): how both formats hold it
-        if settings.encoding == "jpeg":  # Pillow's encoder: twice as fast as torchvision's
-            buffer = io.BytesIO()
-            Image.fromarray(rows, "RGB").save(buffer, "JPEG", quality=settings.quality)
-            encoded.append(buffer.getvalue())
-        else:
-            encoded.append(rows.tobytes())
-        reasons.append(None)
-    # numpy, not tensors: a pool would pass tensors through shared-memory file handles
-    state = sums and {k: getattr(v, "numpy", lambda v=v: v)() for k, v in sums.state_dict().items()}
-    return encoded, labels, reasons, state

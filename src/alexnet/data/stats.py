@@ -199,7 +199,12 @@ def compute_stats(
 
 
 def _save_atomically(stats: DataStats, path: Path) -> None:
-    write_atomically(path, lambda file: torch.save(stats.state_dict(), file))
+    """Cache the statistics; a cache that cannot be written costs a warning, not the run."""
+    try:
+        write_atomically(path, lambda file: torch.save(stats.state_dict(), file))
+    except OSError as error:
+        log.warning("data statistics: cannot cache them at %s (%s)", path, error.strerror or error)
+        return
     log.info("data statistics: cached at %s", path)
 
 

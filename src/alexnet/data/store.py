@@ -6,7 +6,9 @@ A folder holding, for each split `train` and `val`,
 - `SPLIT.index`: little-endian int64 rows (offset, length, label), one per image;
 and, once for the store,
 - `stats.safetensors`: the training set's DataStats (mean image, RGB PCA, channel std), computed
-  in the same pass, so that no run makes a statistics pass over a store;
+  in the same pass, so that no run makes a statistics pass over a store. They are those of the
+  source's images after §2 (the pixels before JPEG compression), as a pass over the source
+  gives them;
 - `store.json`: image size, encoding, class names, where it came from, the files skipped. It is
   written last: a folder is a finished store exactly when it holds this file.
 `--data FOLDER` opens a store wherever a source is taken; it is recognised by `store.json`.
