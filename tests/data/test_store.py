@@ -218,8 +218,13 @@ def test_a_finished_store_is_never_rewritten(image_tree, tmp_path):
 def test_prepare_refuses_a_folder_it_did_not_start(image_tree, tmp_path, monkeypatch):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
+    (tmp_path / "busy" / ".draft.tmp").write_text("mine too")
     with pytest.raises(DataError, match="not empty"):
         prepare(str(image_tree), tmp_path / "busy")
+    assert sorted(path.name for path in (tmp_path / "busy").iterdir()) == [
+        ".draft.tmp",
+        "notes.txt",
+    ]
     monkeypatch.setattr(prepare_module, "CHUNK", 3)
     monkeypatch.setattr(prepare_module, "COMMIT_SECONDS", 0.0)
     monkeypatch.setattr(prepare_module, "_commit", lambda *args: (_ for _ in ()).throw(Killed))

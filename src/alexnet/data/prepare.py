@@ -97,7 +97,8 @@ def prepare_store(
 
 
 def _write_store(splits, destination, settings, job, workers, progress) -> dict[str, Any]:
-    remove_temporaries(destination)  # a write that a kill cut short
+    if is_store(destination) or (destination / JOB).is_file():  # ours: no one else's files
+        remove_temporaries(destination)  # a write that a kill cut short
     if _finish_tidying_or_refuse(destination, job):
         return json.loads((destination / MANIFEST).read_text())
     _start_or_resume(destination, job)
@@ -184,9 +185,16 @@ def _start_or_resume(destination: Path, job: dict[str, Any]) -> None:
             )
         log.info("prepare: resuming the unfinished store at %s", destination)
         return
-    if any(path.name != LOCK for path in destination.iterdir()):  # _locked made the folder
+    others = [path for path in destination.iterdir() if not _left_by_a_start(path.name)]
+    if others:  # the folder itself exists: _locked made it
         raise DataError(f"{destination} exists and is not empty; give a new or empty folder")
+    remove_temporaries(destination)
     write_text_atomically(destination / JOB, json.dumps(job, indent=1) + "\n")
+
+
+def _left_by_a_start(name: str) -> bool:
+    """The lock, or the job file's temporary from a start that was killed while writing it."""
+    return name == LOCK or (name.startswith(f".{JOB}.") and name.endswith(".tmp"))
 
 
 def _read_job(destination: Path) -> dict[str, Any]:
