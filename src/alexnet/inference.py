@@ -149,7 +149,7 @@ class TrainedNetwork:
     ) -> Iterator[tuple[str, Prediction | None]]:
         """(path, prediction) for each file in order; None for a file that cannot be read.
 
-        workers: decoding processes (-1: one per core, at most 8; a single batch is decoded in
+        workers: decoding processes (-1: one per core; a single batch is decoded in
         this process). progress: a bar when there is more than one batch.
         """
         _check_top(top)
