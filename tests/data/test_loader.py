@@ -150,3 +150,13 @@ def test_a_resumed_pass_skips_the_steps_already_taken(dataset):
     for (images, labels, _), (expected, expected_labels, _) in zip(rest, whole[3:], strict=True):
         assert torch.equal(images, expected[2:]) and torch.equal(labels, expected_labels[2:])
     assert len(batches(loader)) == len(whole)  # the next pass is the next epoch, whole again
+
+
+def test_torchruns_local_processes_share_the_cores(monkeypatch):
+    from alexnet.data.loader import default_workers
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert default_workers() == max(1, cores // 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(4 * cores))  # more processes than cores
+    assert default_workers() == 1
