@@ -142,3 +142,11 @@ def test_the_cache_is_one_folder_for_every_run(monkeypatch, tmp_path: Path):
     monkeypatch.delenv("ALEXNET_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path))
     assert stats_cache_dir() == tmp_path / ".cache" / "alexnet"
+
+
+def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path: Path, caplog):
+    (tmp_path / "a-file").write_text("not a folder")
+    train = ArraySource("x", ["a"], np.full((2, 4, 4, 3), 9, np.uint8), [0, 0])
+    stats = compute_stats(train, 4, cache_dir=tmp_path / "a-file" / "cache", progress=False)
+    assert torch.equal(stats.mean_image, torch.full((3, 4, 4), 9.0))
+    assert "cannot cache them" in caplog.text
