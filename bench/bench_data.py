@@ -33,8 +33,8 @@ from alexnet import AlexNet
 from alexnet.data import compute_stats, make_batches, open_source
 from alexnet.data.prepare import Settings, prepare_store
 from alexnet.data.stats import stats_cache_dir
-from alexnet.device import Placement
 from alexnet.optim import PaperSGD
+from alexnet.placement import Placement
 from alexnet.recipe import preset
 from alexnet.train import training_step
 

@@ -4,8 +4,9 @@ measured in the same run.
 It writes N 500×375 JPEGs (smooth random pictures, quality 90, 10 class folders) to a temporary
 folder, computes their statistics (mean image and RGB PCA at 256 px; timed apart), and then
 times full passes over them, single process and with worker processes:
-- ours: decode + shorter side to 256 + centre square + mean-image subtraction + random 224 crop
-  + horizontal flip + PCA lighting (`make_loader` over `train_transform`, the `paper` recipe);
+- ours: decode + shorter side to 256 + centre square + random 224 crop + horizontal flip in the
+  workers, then mean-image subtraction + PCA lighting on the batch (`make_batches`, the `paper`
+  recipe: what training runs);
 - reference: torchvision's ImageFolder with decode + RandomResizedCrop(224) +
   RandomHorizontalFlip + ToTensor, in a DataLoader with the same batch size and workers.
 Each figure is the best of `--repeats` passes (the two pipelines taking turns) after a warm-up.
@@ -29,13 +30,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import transforms
 
-from alexnet.data import (
-    TransformedDataset,
-    compute_stats,
-    make_loader,
-    open_source,
-    train_transform,
-)
+from alexnet.data import compute_stats, make_batches, open_source
 from alexnet.recipe import preset
 
 WIDTH, HEIGHT = 500, 375
@@ -93,7 +88,6 @@ def main() -> None:
         start = time.perf_counter()
         stats = compute_stats(source, recipe.image_size, cache_dir=None, progress=False)
         stats_seconds = time.perf_counter() - start
-        ours = TransformedDataset(source, train_transform(recipe, stats))
         reference = torchvision.datasets.ImageFolder(
             str(root),
             transforms.Compose(
@@ -115,7 +109,9 @@ def main() -> None:
         for workers in args.workers:
             ours_rate, reference_rate = best_rates(
                 [
-                    make_loader(ours, args.batch_size, train=True, workers=workers),
+                    make_batches(
+                        source, recipe, stats, args.batch_size, train=True, workers=workers
+                    ),
                     DataLoader(
                         reference,
                         batch_size=args.batch_size,

@@ -25,11 +25,11 @@ import torch
 from bench_pipeline import HEIGHT, WIDTH, write_jpegs
 
 from alexnet import load
-from alexnet.checkpoint import save_atomically
 from alexnet.data import compute_stats, open_source
 from alexnet.data.folder import find_image_files
 from alexnet.model import AlexNet
 from alexnet.recipe import PRESETS, preset
+from alexnet.run.checkpoint import save_atomically
 
 
 def save_untrained_run(run: Path, folder: Path, recipe_name: str) -> None:

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from alexnet import AlexNet
-from alexnet.device import Placement
 from alexnet.model import LocalResponseNorm, TowerConv2d
 from alexnet.optim import PaperSGD
+from alexnet.placement import Placement
 from alexnet.recipe import preset
 from alexnet.train import training_step
 

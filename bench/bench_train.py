@@ -23,7 +23,7 @@ import torchvision
 from PIL import Image
 from torchvision.transforms import v2
 
-from alexnet.device import resolve_device
+from alexnet.placement.device import resolve_device
 from alexnet.recipe import apply_overrides, preset
 from alexnet.train import fit
 

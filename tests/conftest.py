@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import alexnet.train
-
 COLOURS = {"red": (200, 30, 30), "green": (30, 190, 40), "blue": (40, 50, 210)}
 
 
@@ -50,15 +48,6 @@ def ilsvrc_tree(tmp_path_factory) -> Path:
         rows.append(f"{image_id},{wnid} 1 2 3 4")
     (root / "LOC_val_solution.csv").write_text("\n".join(rows) + "\n")
     return root
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _no_report_after_training():
-    """The suite trains many tiny runs: the report at the end of `fit` (seconds each) is left out,
-    except where a test puts it back (tests/test_report.py)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(alexnet.train, "write_report_after_training", lambda run_dir, recipe: None)
-        yield
 
 
 @pytest.fixture(scope="session", autouse=True)

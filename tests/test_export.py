@@ -12,12 +12,13 @@ import torchvision
 from PIL import Image
 from safetensors import safe_open
 
-from alexnet import AlexNet, checkpoint, load
+from alexnet import AlexNet, load
 from alexnet.cli import main
 from alexnet.data import DataStats
 from alexnet.evaluate import evaluate_checkpoint
 from alexnet.export import import_torchvision, read_safetensors, write_onnx, write_safetensors
 from alexnet.recipe import apply_overrides, preset
+from alexnet.run import checkpoint
 
 SIZE = 67  # a small input the net accepts (>= 63 px), to keep the exports fast
 
@@ -169,7 +170,7 @@ def torchvision_probabilities(model, paths):
 
 def test_imported_torchvision_weights_predict_as_torchvision_does(torchvision_weights, capsys):
     """Same top-5, probabilities within 1e-4. Not identical: torchvision's transforms resize a
-    PIL image with Pillow, ours resize with torch's uint8 kernel (data/transforms.py, Prepare),
+    PIL image with Pillow, ours resize with torch's uint8 kernel (data/downsample.py, Prepare),
     and the two differ by at most one grey level in a pixel."""
     path, model = torchvision_weights
     assert main(["import-torchvision", str(path), "--out", "tv"]) == 0

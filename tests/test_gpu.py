@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet import AlexNet
-from alexnet.device import Placement
+from alexnet.placement import Placement
 from alexnet.recipe import RunRecipe
 
 pytestmark = [

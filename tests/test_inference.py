@@ -4,10 +4,11 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from alexnet import checkpoint, load
+from alexnet import load
 from alexnet.data import DataError, open_splits
 from alexnet.data.decode import read_rgb
 from alexnet.evaluate import evaluate_checkpoint
+from alexnet.run import checkpoint
 from alexnet.train import fit
 from tests.conftest import COLOURS, write_image
 from tests.test_train import tiny_recipe

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from alexnet import checkpoint
 from alexnet.cli import main
-from alexnet.device import Placement
 from alexnet.optim import PaperSGD
+from alexnet.placement import Placement
 from alexnet.recipe import RecipeError, apply_overrides, preset
-from alexnet.run_folder import RunError
+from alexnet.run import checkpoint
+from alexnet.run.folder import RunError
 from alexnet.train import (
     DIVERGENCE_CHECK_EVERY,
     TrainingDiverged,
@@ -94,7 +94,8 @@ def test_resume_gives_the_same_weights_as_one_run(tmp_path, colour_tree):
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     fit(apply_overrides(tiny_recipe(colour_tree, epochs=4), overrides), straight, progress=False)
     fit(apply_overrides(tiny_recipe(colour_tree, epochs=3), overrides), stopped, progress=False)
-    assert main(["train", "--resume", str(stopped), "--epochs", "4", "--no-progress"]) == 0
+    argv = ["train", "--resume", str(stopped), "--epochs", "4", "--no-progress"]
+    assert main([*argv, "--set", "run.report=false"]) == 0
     a, b = checkpoint.load(straight), checkpoint.load(stopped)
     assert a["epoch"] == b["epoch"] == 4
     for name, tensor in a["model"].items():

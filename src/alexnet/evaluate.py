@@ -17,9 +17,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from alexnet import checkpoint
-from alexnet.data import DataError, DataStats, average_ten_crop, make_batches, open_splits
-from alexnet.device import Placement
+from alexnet.data import DataError, DataStats, make_batches, open_splits
+from alexnet.placement import Placement
+from alexnet.run import checkpoint
 
 
 def top_k_errors(probabilities: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> torch.Tensor:
@@ -31,6 +31,13 @@ def top_k_errors(probabilities: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -
     ranked = probabilities.topk(min(max(ks), probabilities.shape[1]), dim=1).indices  # (B, k)
     hits = ranked == labels[:, None]
     return torch.stack([(~hits[:, :k].any(dim=1)).sum() for k in ks])
+
+
+def average_ten_crop(logits: torch.Tensor) -> torch.Tensor:
+    """§4.1: logits (B*10, C) or (B, 10, C) -> (B, C), the mean of the ten softmax outputs."""
+    num_classes = logits.shape[-1]
+    probabilities = logits.reshape(-1, 10, num_classes).softmax(dim=-1)  # (B, 10, C)
+    return probabilities.mean(dim=1)
 
 
 def images_per_batch(batch_size: int, ten_crop: bool) -> int:

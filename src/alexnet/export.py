@@ -37,15 +37,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from alexnet import checkpoint
 from alexnet.data import DataStats
+from alexnet.errors import UserError
 from alexnet.files import write_atomically, write_text_atomically
 from alexnet.recipe import Recipe, preset
+from alexnet.run import checkpoint
 
 FORMAT = "alexnet-safetensors/1"  # the metadata's `format`: change it when the layout changes
 ONNX_OPSET = 18
-# §4.1 PCA of ImageNet's RGB pixels as commonly quoted (PAPER.md; RGB in [0, 1], used as √λ):
-# only a fine-tuning of an imported network would use them.
+# §4.1 PCA of ImageNet's RGB pixels as commonly quoted (docs/paper.md §4.1; RGB in [0, 1],
+# used as √λ): only a fine-tuning of an imported network would use them.
 IMAGENET_PCA_SCALES = (0.2175, 0.0188, 0.0045)
 IMAGENET_PCA_VECTORS = (
     (-0.5675, 0.7192, 0.4009),
@@ -54,7 +55,7 @@ IMAGENET_PCA_VECTORS = (
 )  # column i: eigenvector i
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
     """An export or import that cannot be made as asked (an extra not installed, a run folder
     already used); the message says what to do."""
 

@@ -2,10 +2,11 @@
 
 `load(path)` reads a run folder (its best.pt), best.pt, last.pt or a .safetensors export and
 gives a `TrainedNetwork`: the model on a device, the checkpoint's own test-time preprocessing
-(`eval_transform`: §2 shorter side to the recipe's image size, mean image subtracted, centre crop
-or ten crops (§4.1), divided by the channel std when the recipe standardises) and its class
-names. `predict`, `probabilities`
-and `embed` take paths, PIL images or uint8 tensors (3, H, W) and run them in batches;
+(`transform`: the batched arithmetic of data/batches.py, which training and evaluation use: §2
+shorter side to the recipe's image size, mean image subtracted, centre crop or ten crops (§4.1),
+divided by the channel std when the recipe standardises) and its class names. `predict`,
+`probabilities` and `embed` take paths, PIL images or uint8 tensors (3, H, W) and run them in
+batches;
 `predict_files` does the same for many files with loader workers, skipping an unreadable file
 with a warning that names it, as training does; `write_predictions_csv` and `_json` keep the
 results, one row per image.
@@ -26,31 +27,17 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from PIL import Image
-from torch.utils.data import Dataset
-from torchvision.transforms.v2 import functional as F
 from tqdm import tqdm
 
-from alexnet import checkpoint
-from alexnet.data import (
-    DataError,
-    DataStats,
-    FileSource,
-    ImageSource,
-    TransformedDataset,
-    eval_transform,
-    make_loader,
-)
+from alexnet.data import DataStats, FileSource, ImageSource, make_batches
+from alexnet.data.batches import preprocess
 from alexnet.data.dataset import FileEntry
-from alexnet.data.decode import read_rgb, to_rgb
-from alexnet.data.transforms import Pipeline
-from alexnet.device import Placement
+from alexnet.data.given import GivenImages, ImageLike
 from alexnet.evaluate import class_probabilities, images_per_batch
 from alexnet.export import read_safetensors
 from alexnet.files import write_text_atomically
-
-ImageLike = str | os.PathLike | Image.Image | torch.Tensor  # one image, as predict takes it
-
+from alexnet.placement import Placement
+from alexnet.run import checkpoint
 
 NAMES = ("class", "probability")  # the CSV's column pair for each of the top classes
 
@@ -96,16 +83,20 @@ class TrainedNetwork:
         self, state: dict[str, Any], *, device: str = "auto", batch_size: int | None = None
     ):
         recipe = checkpoint.recipe_of(state)
-        stats = DataStats.from_state_dict(state["data_stats"])
         self.path = Path(state["path"])
         self.classes: list[str] = list(state["classes"])  # index = the network's output
+        self.recipe = recipe.data  # the preprocessing the network was trained with (§2, §4.1)
+        self.stats = DataStats.from_state_dict(state["data_stats"])
         self.placement = Placement.for_run(recipe.run, device)
         self.model = self.placement.model(checkpoint.build_model(state)).eval()  # no dropout
-        self.transform = eval_transform(recipe.data, stats)  # -> (3, crop, crop)
-        self.ten_crop_transform = eval_transform(recipe.data, stats, ten_crop=True)  # (10, 3, ...)
         self.batch_size = batch_size or recipe.optim.batch_size
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    def transform(self, image: ImageLike, *, ten_crop: bool = False) -> torch.Tensor:
+        """One image as the network sees it at test time, on the CPU: (3, crop, crop), or
+        (10, 3, crop, crop) with ten_crop; a batch of one of the batched arithmetic."""
+        return preprocess([image], self.recipe, self.stats, ten_crop=ten_crop)[0]
 
     def predict(
         self, images: ImageLike | Sequence[ImageLike], *, top: int = 5, ten_crop: bool = False
@@ -118,25 +109,20 @@ class TrainedNetwork:
         self, images: ImageLike | Sequence[ImageLike], *, ten_crop: bool = False
     ) -> torch.Tensor:
         """Softmax outputs (N, C) on the CPU; with ten_crop, the mean over ten crops (§4.1)."""
-        dataset = _Images(images, self._transform(ten_crop))
-        batches = self._batches(dataset, self._batch_size(ten_crop), self._classify)
+        batches = self._batches(GivenImages(images), self._classify, ten_crop=ten_crop)
         return torch.cat([rows for _, rows in batches])
 
     def embed(self, images: ImageLike | Sequence[ImageLike]) -> torch.Tensor:
         """fc7 activations (N, 4096) of the centre crops, on the CPU: the features by which §6.1
         finds an image's nearest neighbours."""
-        batches = self._batches(_Images(images, self.transform), self.batch_size, self._fc7)
-        return torch.cat([rows for _, rows in batches])
+        return torch.cat([rows for _, rows in self._batches(GivenImages(images), self._fc7)])
 
     def embed_source(
         self, source: ImageSource, *, workers: int = 0, progress: bool = False
     ) -> Iterator[tuple[list[int], torch.Tensor]]:
         """fc7 vectors of a data set's images in order, batch by batch: (positions, (B, 4096));
         an unreadable image is left out of its batch (§6.1: the features retrieval searches)."""
-        dataset = _Positioned(TransformedDataset(source, self.transform))
-        return self._batches(
-            dataset, self.batch_size, self._fc7, workers=workers, progress=progress
-        )
+        return self._batches(_ByPosition(source), self._fc7, workers=workers, progress=progress)
 
     def predict_files(
         self,
@@ -156,13 +142,11 @@ class TrainedNetwork:
         # Labelled by position, so that each batch says which files it holds.
         entries = [_file_entry(path, index) for index, path in enumerate(paths)]
         source = FileSource("images to predict", self.classes, entries)
-        dataset = TransformedDataset(source, self._transform(ten_crop))
-        batch_size = self._batch_size(ten_crop)
-        several = len(paths) > batch_size
+        several = len(paths) > self._batch_size(ten_crop)
         batches = self._batches(
-            dataset,
-            batch_size,
+            source,
             self._classify,
+            ten_crop=ten_crop,
             workers=workers if several else 0,
             progress=progress and several,
         )
@@ -174,33 +158,32 @@ class TrainedNetwork:
                 next_index = index + 1
         yield from ((paths[i], None) for i in range(next_index, len(paths)))
 
-    def _transform(self, ten_crop: bool) -> Pipeline:
-        return self.ten_crop_transform if ten_crop else self.transform
-
     def _batch_size(self, ten_crop: bool) -> int:
         return images_per_batch(self.batch_size, ten_crop)
 
     @torch.no_grad()
     def _batches(
         self,
-        dataset: Dataset,
-        batch_size: int,
+        source: ImageSource,
         forward: Callable[[torch.Tensor], torch.Tensor],
         *,
+        ten_crop: bool = False,
         workers: int = 0,
         progress: bool = False,
     ) -> Iterator[tuple[list[int], torch.Tensor]]:
-        """(positions, forward(images) on the CPU) for each batch holding a readable image."""
-        if len(dataset) == 0:
+        """(labels, forward(images) on the CPU) for each batch holding a readable image; the
+        labels are positions for the sources made here."""
+        if len(source) == 0:
             raise ValueError("no images given")
-        loader = make_loader(
-            dataset, batch_size, train=False, workers=workers, device=self.placement.device
-        )
-        with tqdm(total=len(dataset), desc="predict", unit="img", disable=not progress) as bar:
-            for batch, positions, skipped in loader:
+        batches = make_batches(
+            source, self.recipe, self.stats, self._batch_size(ten_crop), train=False,
+            ten_crop=ten_crop, device=self.placement.device, workers=workers,
+        )  # fmt: skip
+        with tqdm(total=len(source), desc="predict", unit="img", disable=not progress) as bar:
+            for images, positions, skipped in batches:
                 bar.update(len(positions) + skipped)
                 if len(positions):
-                    yield positions.tolist(), forward(batch).cpu()
+                    yield positions.tolist(), forward(images).cpu()
 
     def _classify(self, images: torch.Tensor) -> torch.Tensor:
         return class_probabilities(self.model, images, self.placement)  # (B, C)
@@ -214,51 +197,19 @@ class TrainedNetwork:
         return Prediction([self.classes[i] for i in best.indices.tolist()], best.values.tolist())
 
 
-class _Images(Dataset):
-    """Paths, PIL images or uint8 tensors (3, H, W), transformed: item -> (tensor, position)."""
+class _ByPosition(ImageSource):
+    """A source whose labels are its items' positions, so that each batch says which it holds."""
 
-    def __init__(self, images: ImageLike | Sequence[ImageLike], transform: Pipeline):
-        single = isinstance(images, (str, os.PathLike, Image.Image)) or (
-            isinstance(images, torch.Tensor) and images.dim() == 3
-        )
-        self.images = [images] if single else list(images)
-        self.transform = transform
+    def __init__(self, source: ImageSource):
+        super().__init__(source.name, source.classes, range(len(source)))
+        self.source = source
+        self.prepared_size = source.prepared_size
 
-    def __len__(self) -> int:
-        return len(self.images)
+    def pixels(self, index: int, image_size: int) -> torch.Tensor | None:
+        return self.source.pixels(index, image_size)
 
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, int]:
-        return self.transform(_as_rgb(self.images[position], self.transform.image_size)), position
-
-
-class _Positioned(Dataset):
-    """A transformed source whose items carry their position instead of their label."""
-
-    def __init__(self, dataset: TransformedDataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, position: int) -> tuple[torch.Tensor, int] | None:
-        item = self.dataset[position]
-        return None if item is None else (item[0], position)
-
-
-def _as_rgb(image: ImageLike, decode_size: int) -> Image.Image:
-    """An 8-bit RGB PIL image; a JPEG path may decode at reduced size (see read_rgb)."""
-    if isinstance(image, Image.Image):
-        return to_rgb(image)
-    if isinstance(image, torch.Tensor):
-        if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] != 3:
-            raise ValueError(
-                f"expected a uint8 tensor (3, H, W), got {image.dtype} {tuple(image.shape)}"
-            )
-        return F.to_pil_image(image)
-    try:
-        return read_rgb(image, decode_size)
-    except Exception as error:  # Pillow raises many kinds for a bad file
-        raise DataError(f"cannot read image {image}: {type(error).__name__}: {error}") from None
+    def encoded(self, index: int) -> torch.Tensor | None:
+        return self.source.encoded(index)
 
 
 def _file_entry(path: str, position: int) -> FileEntry:

@@ -187,7 +187,7 @@ class AlexNet(nn.Module):
         """§5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7 and 0 elsewhere.
 
         `"kaiming"` (Kaiming-normal weights, zero biases) is for small data at a standardised
-        scale, where the paper's init stalls (PAPER.md, "Learning").
+        scale, where the paper's init stalls (docs/paper.md §5, "Learning").
         """
         if init not in ("paper", "kaiming"):
             raise ValueError(f"unknown init {init!r}; use 'paper' or 'kaiming'")

@@ -12,12 +12,15 @@ import dataclasses
 import json
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
+
+from alexnet.errors import UserError
 
 MIN_CROP = 63  # the smallest input the paper's net passes through (model.py)
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError):
     """A preset, override or recipe file that cannot be used; the message names the culprit."""
 
 
@@ -128,8 +131,9 @@ class Recipe:
 def _small_data(recipe: Recipe) -> None:
     """Shared by the small-data presets: the paper's net at 64 px, trained in minutes.
 
-    PAPER.md "Learning": the paper's init assumes ImageNet's raw 0-255 scale; on small data it
-    stays at chance for many epochs, so these presets use Kaiming init and standardised inputs.
+    docs/paper.md §5, "Learning": the paper's init assumes ImageNet's raw 0-255 scale; on small
+    data it stays at chance for many epochs, so these presets use Kaiming init and standardised
+    inputs.
     """
     recipe.model.init = "kaiming"
     recipe.data.input_scale = "standardised"
@@ -177,6 +181,32 @@ def preset(name: str) -> Recipe:
     if name not in PRESETS:
         raise RecipeError(f"unknown recipe {name!r}; choose one of: {', '.join(PRESETS)}")
     return PRESETS[name]()
+
+
+def load_recipe(name_or_file: str) -> Recipe:
+    """A named preset, or a recipe JSON file (a run's own `recipe.json` repeats that run)."""
+    if name_or_file in PRESETS or not name_or_file.endswith(".json"):
+        return preset(name_or_file)
+    try:
+        values = json.loads(Path(name_or_file).read_text())
+    except OSError as error:
+        raise RecipeError(f"cannot read recipe file {name_or_file}: {error.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RecipeError(f"recipe file {name_or_file} is not valid JSON: {error}") from None
+    if not isinstance(values, dict):
+        raise RecipeError(f"recipe file {name_or_file} does not hold a JSON object")
+    try:
+        return Recipe.from_dict(values)
+    except (TypeError, ValueError) as error:  # a section that is not an object
+        raise RecipeError(f"recipe file {name_or_file}: {error}") from None
+
+
+def assign(recipe: Recipe, fields: dict[str, Any]) -> Recipe:
+    """Set typed values ("section.key": value), each checked against its field; then validate.
+    The CLI's flags arrive here as the values argparse parsed, never as text."""
+    for path, value in fields.items():
+        _assign(recipe, path, value)
+    return recipe.validate()
 
 
 def apply_overrides(recipe: Recipe, assignments: list[str]) -> Recipe:

@@ -1,12 +1,12 @@
-"""Training (§5): the epoch loop, the paper's SGD and schedule, checkpoints, the run folder.
+"""Training (§5): the step, the epoch loop and `fit`.
 
 `fit(recipe, run_dir)` trains a network from a recipe and writes everything a run keeps into one
 folder: `recipe.json`, `metrics.jsonl` (one JSON object per epoch), `last.pt` every epoch,
 `best.pt` on the best validation top-1 error, `curves.png`, `conv1.png` (Figure 3) and
-`train.log` (and `tensorboard/` with `run.tensorboard=true`), then `report.html` (report.py).
-`fit(..., resume_from=checkpoint.load(run_dir))` continues a run, also from the
-middle of an epoch. The pieces it calls live beside it: distributed.py (torchrun ranks),
-parallel.py (§3.2), preemption.py (SIGTERM, Ctrl-C), run_state.py, run_folder.py, checkpoint.py.
+`train.log` (and `tensorboard/` with `run.tensorboard=true`). It trains and returns: the report
+is its caller's (the CLI writes it, analysis/report.py). `fit(...,
+resume_from=checkpoint.load(run_dir))` continues a run, also from the middle of an epoch.
+A run's state, start and checkpoints are run/state.py's; where it computes, placement/'s.
 The run ends after its epochs, or at the first plateau after ε was divided `max_drops` times (§5).
 """
 
@@ -25,35 +25,30 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from alexnet import checkpoint
 from alexnet.data import DataError, open_splits
 from alexnet.data.loader import derive_seed
 from alexnet.data.sources import absolute_source
-from alexnet.device import Placement
-from alexnet.distributed import Ranks, combine_figures, reduce_figures
+from alexnet.errors import TrainingDiverged
 from alexnet.evaluate import evaluate
-from alexnet.figures import plot_conv1, plot_curves
 from alexnet.files import remove_temporaries
 from alexnet.optim import plateau_ends_run
-from alexnet.parallel import input_device, single_device
-from alexnet.preemption import StopRequest, stop_on_signals
+from alexnet.placement import Placement
+from alexnet.placement.ranks import Ranks, reduce_metrics
+from alexnet.placement.towers import single_device
 from alexnet.recipe import Recipe
-from alexnet.report import write_report_after_training
-from alexnet.run_folder import (
+from alexnet.run.epoch_plots import plot_conv1, plot_curves
+from alexnet.run.folder import (
     RunError,
     append_metrics,
     attach_log_file,
     check_resumable,
     discard_unfinished,
 )
-from alexnet.run_state import Run, start_run, training_state
-from alexnet.tensorboard_log import Board, open_board
+from alexnet.run.preemption import StopRequest, stop_on_signals
+from alexnet.run.state import Run, combine_partial, save_checkpoint, start_run
+from alexnet.run.tensorboard import Board, open_board
 
 log = logging.getLogger("alexnet")
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
 DIVERGENCE_CHECK_EVERY = 10  # steps between reads of the running loss (each read syncs)
@@ -173,9 +168,8 @@ def fit(
         check_resumable(resume_from, recipe, run_dir)
     ranks = Ranks.from_environment()
     ranks.check_batch(recipe.optim.batch_size)
-    ranks.join(recipe.run.device)
-    device = input_device(recipe.run.model_parallel) or ranks.device(recipe.run.device)
-    placement = Placement.for_run(recipe.run, device)
+    placement = Placement.for_training(recipe.run, ranks)
+    ranks.join(placement.device)
     board = open_board(run_dir, recipe.run.tensorboard and ranks.is_main)  # before any write
     splits = open_splits(recipe.data, download=download)  # bad data: nothing written yet
     created, handler = not run_dir.exists(), None
@@ -187,11 +181,8 @@ def fit(
         else:
             log.setLevel(logging.WARNING)  # rank 0 tells the story
         with stop_on_signals() as request:
-            run = start_run(recipe, run_dir, splits, resume_from, placement, ranks, progress)
-            summary = _train(run, request, progress and ranks.is_main, board)
-        if ranks.is_main and "stopped" not in summary:
-            write_report_after_training(run_dir, recipe)  # report.html; a failure only warns
-        return summary
+            run = start_run(recipe, run_dir, splits, resume_from, placement, progress)
+            return _train(run, request, progress and ranks.is_main, board)
     except OSError as error:  # disk full, no permission, --out under a file
         _close(handler)
         handler = None
@@ -228,22 +219,24 @@ def _train(run: Run, request: StopRequest, progress: bool, board: Board) -> dict
         if ranks.world > 1:  # dropout masks: another stream on each rank
             torch.manual_seed(derive_seed(recipe.run.seed, epoch, run.start_step, ranks.rank))
         lr = run.optimizer.param_groups[0]["lr"]
+        run.train_batches.set_epoch(epoch, skip_steps=run.start_step)
         trained = train_one_epoch(
-            run.step_model, run.optimizer, run.train_loader, run.placement,
+            run.step_model, run.optimizer, run.train_batches, run.placement,
             epoch=epoch, progress=progress, first_step=run.start_step, stop=stop,
         )  # fmt: skip
-        trained = combine_figures(run.partial, reduce_figures(trained, ranks))
+        trained = combine_partial(run.partial, reduce_metrics(trained, ranks))
         run.start_step, run.partial = 0, None
         if trained["stopped"]:
-            _save(run, epoch - 1, step=trained["steps"], partial=trained)
+            save_checkpoint(run, epoch - 1, step=trained["steps"], partial=trained)
             return _stopped(run, request, epoch, trained["steps"])
-        validated = reduce_figures(evaluate(run.network, run.val_loader, run.placement), ranks)
+        run.val_batches.set_epoch(epoch)
+        validated = reduce_metrics(evaluate(run.network, run.val_batches, run.placement), ranks)
         ends = plateau_ends_run(run.schedule, validated["top1_error"])
         run.schedule.step(validated["top1_error"])
         improved = _record(run, epoch, lr, trained, validated, board)
         drops = recipe.schedule.max_drops
         finished = ends and f"validation error stopped improving at the lowest ε ({drops} drops)"
-        _save(run, epoch, val=validated, improved=improved, finished=finished or None)
+        save_checkpoint(run, epoch, val=validated, improved=improved, finished=finished or None)
         if finished:
             log.info("stopped after epoch %d: %s", epoch, finished)
             return {**run.records[-1], "best_val_top1_error": run.best_error, "finished": finished}
@@ -289,25 +282,6 @@ def _record(run: Run, epoch: int, lr: float, trained: dict, validated: dict, boa
         record["skipped"], "  (best)" if improved else "",
     )  # fmt: skip
     return improved
-
-
-def _save(run: Run, epoch: int, *, step=0, partial=None, val=None, improved=False, finished=None):
-    """last.pt (rank 0, atomically), after `epoch` epochs and `step` steps of the next one;
-    best.pt when validation error improved. Non-finite weights are never written."""
-    if not run.ranks.is_main:
-        return
-    network = single_device(run.network)
-    if not all(torch.isfinite(p).all() for p in network.parameters()):
-        raise TrainingDiverged(
-            f"the weights became NaN or infinite in epoch {epoch + (step > 0)} by step "
-            f"{step or 'end'}; the last good checkpoint is kept"
-        )
-    state = training_state(run, network, epoch, step, val=val, partial=partial)
-    if finished:
-        state["finished"] = finished
-    checkpoint.save_atomically(state, run.run_dir / "last.pt")
-    if improved:
-        checkpoint.link_atomically(run.run_dir / "last.pt", run.run_dir / "best.pt")
 
 
 def _stopped(run: Run, request: StopRequest, epoch: int, step: int) -> dict[str, Any]:

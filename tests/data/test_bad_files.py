@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from data_helpers import BAD_FILES, ODD_FILES
 from PIL import Image
+from pipeline_reference import Prepared, TransformedDataset
 
-from alexnet.data import DataError, TransformedDataset, compute_stats, make_loader
+from alexnet.data import DataError, compute_stats, make_loader
 from alexnet.data.dataset import FileSource
 from alexnet.data.decode import read_rgb
+from alexnet.data.downsample import Prepare
 from alexnet.data.folder import open_folder_pair, scan_image_folder
-from alexnet.data.transforms import Pipeline, Prepare, to_float
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_alpha_is_composited_on_black(odd_source: FileSource):
 
 
 def test_summary_and_loader_count_the_skips(odd_source: FileSource):
-    dataset = TransformedDataset(odd_source, Pipeline(4, [Prepare(4), to_float]))
+    dataset = TransformedDataset(odd_source, Prepared(4))
     loader = make_loader(dataset, batch_size=5, train=False, workers=0)
     batches = list(loader)
     assert sum(skipped for _, _, skipped in batches) == len(BAD_FILES)
@@ -128,8 +129,6 @@ def test_a_dangling_symlink_or_unreadable_file_is_skipped_and_counted(tmp_path: 
     assert source.load(names["gone.jpg"]) is None
     assert "dangling symlink" in source.unreadable[names["gone.jpg"]]
     assert any("gone.jpg" in message for message in warnings_naming(caplog, "skipping"))
-    loader = make_loader(
-        TransformedDataset(source, Pipeline(4, [Prepare(4), to_float])), 4, train=False, workers=0
-    )
+    loader = make_loader(TransformedDataset(source, Prepared(4)), 4, train=False, workers=0)
     skipped = sum(batch_skipped for _, _, batch_skipped in loader)
     assert skipped == len(source.unreadable) >= 1

@@ -1,25 +1,16 @@
-"""The batched path (data/batches.py, data/windows.py) against the per-image pipeline
-(transforms.py): same seeds, same draws, the same float images; uint8 on the way."""
+"""The batched path (data/batches.py, data/windows.py) against the per-image reference
+(pipeline_reference.py): same seeds, same draws, the same float images; uint8 on the way."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from pipeline_reference import Reference, TransformedDataset, ten_crops
 
-from alexnet.data import (
-    ArraySource,
-    DataStats,
-    TransformedDataset,
-    eval_transform,
-    make_batches,
-    make_loader,
-    open_source,
-    train_transform,
-)
+from alexnet.data import ArraySource, DataStats, make_batches, make_loader, open_source
 from alexnet.data.batches import BatchTransform, CropItems, collate_crops
 from alexnet.data.prepare import Settings, prepare_store
-from alexnet.data.transforms import TenCrop
 from alexnet.data.windows import cut_window, cut_windows, eval_windows
 from alexnet.recipe import DataRecipe
 
@@ -80,7 +71,7 @@ def test_training_batches_equal_the_per_image_pipeline(source, input_scale, flip
         image_size=SIZE, crop_size=CROP, flip=flip, pca_lighting=lighting, input_scale=input_scale
     )
     stats = random_stats()
-    reference = per_image(source, train_transform(recipe, stats), 8, train=True)
+    reference = per_image(source, Reference(recipe, stats, train=True), 8, train=True)
     assert_agree(reference, batched(source, recipe, stats, 8, train=True))
 
 
@@ -88,7 +79,8 @@ def test_training_batches_equal_the_per_image_pipeline(source, input_scale, flip
 def test_evaluation_batches_equal_the_per_image_pipeline(source, ten_crop):
     recipe = DataRecipe(image_size=SIZE, crop_size=CROP, input_scale="standardised")
     stats = random_stats()
-    reference = per_image(source, eval_transform(recipe, stats, ten_crop=ten_crop), 7, train=False)
+    transform = Reference(recipe, stats, train=False, ten_crop=ten_crop)
+    reference = per_image(source, transform, 7, train=False)
     ours = batched(source, recipe, stats, 7, train=False, ten_crop=ten_crop)
     assert ours[0][0].shape == ((7, 10, 3, CROP, CROP) if ten_crop else (7, 3, CROP, CROP))
     assert_agree(reference, ours)
@@ -126,7 +118,7 @@ def test_cut_windows_gathers_what_slicing_cuts():
 def test_the_ten_windows_are_ten_crops_order():
     image = torch.arange(3 * 11 * 11, dtype=torch.float32).view(3, 11, 11)
     windows = eval_windows(11, 6, ten_crop=True)  # (10, 3)
-    assert torch.equal(cut_windows(image[None], windows[None], 6)[0], TenCrop(6)(image))
+    assert torch.equal(cut_windows(image[None], windows[None], 6)[0], ten_crops(image, 6))
 
 
 @pytest.mark.parametrize("ten_crop", [False, True])

@@ -1,4 +1,5 @@
-"""PCA lighting (data/lighting.py, §4.1) against hand-computed shifts and sample statistics."""
+"""PCA lighting (data/lighting.py, §4.1, applied by data/batches.py) against hand-computed
+shifts and sample statistics."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import math
 import pytest
 import torch
 
-from alexnet.data.lighting import PCALighting, lighting_shift, rgb_pca
+from alexnet.data import DataStats
+from alexnet.data.batches import BatchTransform, CropBatch
+from alexnet.data.lighting import draw_alpha, lighting_shift, rgb_pca
+from alexnet.recipe import DataRecipe
 
 # An orthonormal basis (columns), and eigenvalues for it.
 S2, S3, S6 = math.sqrt(2), math.sqrt(3), math.sqrt(6)
@@ -40,21 +44,31 @@ def test_a_batch_of_draws_gives_each_draws_shift():
         torch.testing.assert_close(shift, lighting_shift(alpha, EIGENVALUES, BASIS))
 
 
+def lit(pixels: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """uint8 images (B, 3, S, S) with a lighting shift each, by the batched arithmetic (a zero
+    mean image, raw scale, no crop)."""
+    size = pixels.shape[-1]
+    recipe = DataRecipe(image_size=size, crop_size=size, input_scale="raw")
+    stats = DataStats(size, torch.zeros(3, size, size), torch.ones(3), EIGENVALUES, BASIS)
+    batch = CropBatch(pixels, torch.zeros(len(pixels), 3, dtype=torch.long), alphas)
+    return BatchTransform(recipe, stats, "cpu", lighting=True)(batch)
+
+
 def test_lighting_adds_the_same_shift_to_every_pixel():
-    image = torch.rand(3, 5, 4) * 255
+    image = torch.randint(0, 256, (1, 3, 5, 5), dtype=torch.uint8)
     torch.manual_seed(7)
-    alpha = torch.randn(3) * 0.1  # the draw the transform will make
+    alpha = torch.randn(3) * 0.1  # the draw the workers will make
     torch.manual_seed(7)
-    out = PCALighting(EIGENVALUES, BASIS, std=0.1)(image)
-    expected = lighting_shift(alpha, EIGENVALUES, BASIS).view(3, 1, 1).expand(3, 5, 4)
-    assert torch.allclose(out - image, expected, atol=1e-4)
+    out = lit(image, draw_alpha(0.1)[None])[0]
+    expected = lighting_shift(alpha, EIGENVALUES, BASIS).view(3, 1, 1).expand(3, 5, 5)
+    assert torch.allclose(out - image[0].float(), expected, atol=1e-4)
 
 
 def test_over_many_draws_the_shift_is_centred_with_spread_sigma_sqrt_lambda():
     torch.manual_seed(0)
     draws = 20000
-    lighting = PCALighting(EIGENVALUES, BASIS, std=0.1)
-    shifts = torch.stack([lighting(torch.zeros(3, 1, 1)).view(3) for _ in range(draws)])
+    alphas = torch.stack([draw_alpha(0.1) for _ in range(draws)])
+    shifts = lit(torch.zeros(draws, 3, 1, 1, dtype=torch.uint8), alphas).view(draws, 3)
     along_axes = shifts @ BASIS  # (draws, 3): the shift's coordinates along p1, p2, p3
     expected_std = 0.1 * EIGENVALUES.sqrt()  # 2.0, 0.5, 0.2
     assert (along_axes.mean(dim=0).abs() < 4 * expected_std / math.sqrt(draws)).all()

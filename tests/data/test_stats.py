@@ -11,8 +11,8 @@ import torch
 from data_helpers import save_image, write_tree
 
 from alexnet.data import ArraySource, DataStats, compute_stats, open_source
+from alexnet.data.downsample import Prepare
 from alexnet.data.stats import StatsSums, stats_cache_dir
-from alexnet.data.transforms import Prepare
 
 
 def numpy_stats(source, size: int) -> dict[str, np.ndarray]:

@@ -1,13 +1,16 @@
-"""Batches as training and evaluation consume them (§2, §4.1, §5): uint8 crops from the loader
-workers, float arithmetic on the device, one batch at a time.
+"""The one definition of the preprocessing arithmetic (§2, §4.1), for every batch the net sees:
+training, evaluation, predict, `load()`; a single image is a batch of one (`preprocess`).
 
-In a loader worker (`CropItems`), each item is prepared as in §2 (a prepared store's images are
-already), its window is drawn (windows.py) and cut, still uint8, and its PCA lighting α is drawn,
-all from torch's generator seeded with (seed, epoch, index) (loader.py). The batch crosses to the
-device as uint8: a quarter of float32's shared memory and host-to-device traffic. There,
-`BatchTransform` converts it to float, subtracts each crop's own window of the mean image, adds
-each image's lighting shift and divides by the channel std: the steps, draws and results of the
-per-image pipeline (transforms.py), for the whole batch at once.
+In a loader worker (`CropItems`), each item is prepared as in §2 (shorter side rescaled to
+image_size, centre square; a prepared store's images are already), its window is drawn
+(windows.py: a random crop_size window mirrored with probability 1/2 for training; the centre,
+or §4.1's ten, for testing) and cut, still uint8, and its PCA lighting α is drawn
+(lighting.py), all from torch's generator seeded with (seed, epoch, index) (loader.py). The batch
+crosses to the device as uint8: a quarter of float32's shared memory and host-to-device traffic.
+There, `BatchTransform` converts it to float (0-255), subtracts each crop's own window of the
+training set's mean image (§2), adds each image's lighting shift (§4.1) and, for input_scale
+"standardised", divides by the per-channel std of (pixel - mean image); "raw" keeps the paper's
+centred 0-255 values. The recipe's image_size and crop_size scale this to small data.
 
 On CUDA, a prepared store of JPEGs can skip the decoding in the workers: they hand over the
 stored bytes and the windows, and the batch is decoded by torchvision's batched GPU decoder and
@@ -17,6 +20,7 @@ cut there (`gpu_decode`), with the same windows and α. `make_batches` builds ei
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -24,10 +28,10 @@ from torch.utils.data import Dataset, default_collate
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from alexnet.data.dataset import DataError, ImageSource
+from alexnet.data.given import GivenImages, ImageLike
 from alexnet.data.lighting import draw_alpha, lighting_shift
 from alexnet.data.loader import make_loader
 from alexnet.data.stats import DataStats
-from alexnet.data.transforms import check_sizes
 from alexnet.data.windows import cut_window, cut_windows, draw_window, eval_windows
 from alexnet.recipe import DataRecipe
 
@@ -80,7 +84,7 @@ class CropItems(Dataset):
             pixels = self.source.pixels(index, self.image_size)  # (3, S, S) uint8
         if pixels is None:
             return None
-        if self.train:  # the draws of transforms.train_transform, in its order
+        if self.train:  # the window first, then α: the order every item draws them in
             windows = torch.tensor(draw_window(self.image_size, self.crop_size, self.flip))
         else:
             windows = self.windows[0] if len(self.windows) == 1 else self.windows
@@ -106,6 +110,19 @@ def collate_crops(batch: list) -> tuple[CropBatch, torch.Tensor, int]:
     stacked = torch.cat(pixels) if lengths is not None else default_collate(pixels)
     crops = CropBatch(stacked, default_collate(windows), default_collate(alpha), lengths)
     return crops, default_collate(labels), skipped
+
+
+def check_sizes(recipe: DataRecipe, stats: DataStats) -> None:
+    """The statistics must be of the recipe's image size, and the crop fit inside it."""
+    if stats.image_size != recipe.image_size:
+        raise DataError(
+            f"data statistics were computed at {stats.image_size} px, the recipe asks for "
+            f"{recipe.image_size} px"
+        )
+    if not 0 < recipe.crop_size <= recipe.image_size:
+        raise DataError(
+            f"crop size {recipe.crop_size} must be between 1 and the image size {recipe.image_size}"
+        )
 
 
 class BatchTransform:
@@ -199,15 +216,15 @@ class BatchTransform:
 
 class DeviceBatches:
     """A crop loader whose batches arrive as (float images, labels, skipped) on the device; its
-    `sampler` and length are the loader's (train.py resumes mid-epoch through them)."""
+    length is the loader's, and `set_epoch` its sampler's (loader.EpochSampler)."""
 
     def __init__(self, loader, transform: BatchTransform):
         self.loader = loader
         self.transform = transform
 
-    @property
-    def sampler(self):
-        return self.loader.sampler
+    def set_epoch(self, epoch: int, *, skip_steps: int = 0) -> None:
+        """The epoch the next passes yield, without its first `skip_steps` global batches."""
+        self.loader.sampler.set_epoch(epoch, skip_steps=skip_steps)
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -264,3 +281,23 @@ def make_batches(
     )
     lighting = train and recipe.pca_lighting
     return DeviceBatches(loader, BatchTransform(recipe, stats, device, lighting=lighting))
+
+
+def preprocess(
+    images: ImageLike | Sequence[ImageLike],
+    recipe: DataRecipe,
+    stats: DataStats,
+    *,
+    train: bool = False,
+    ten_crop: bool = False,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """A few images as the net sees them, in this process: (B, 3, c, c), or (B, 10, 3, c, c)
+    with ten_crop. The same items and arithmetic as `make_batches` (a single image is a batch
+    of one); train draws each window and α from torch's global generator, as a loader worker
+    draws them from its seeded one."""
+    check_sizes(recipe, stats)
+    items = CropItems(GivenImages(images), recipe, train=train, ten_crop=ten_crop)
+    crops, _, _ = collate_crops([items[index] for index in range(len(items))])
+    lighting = train and recipe.pca_lighting
+    return BatchTransform(recipe, stats, device, lighting=lighting)(crops)

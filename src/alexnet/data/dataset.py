@@ -25,11 +25,12 @@ from torch.utils.data import Dataset
 
 from alexnet.data.decode import read_rgb
 from alexnet.data.downsample import Prepare
+from alexnet.errors import UserError
 
 log = logging.getLogger("alexnet.data")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data problem a person can fix (missing path, no images, empty class folder)."""
 
 

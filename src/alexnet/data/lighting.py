@@ -43,20 +43,3 @@ def lighting_shift(
 ) -> torch.Tensor:
     """The RGB shift Σ αᵢ √λᵢ pᵢ: (3,) for one draw of α (3,), (B, 3) for a batch (B, 3)."""
     return (alpha * eigenvalues.sqrt()) @ eigenvectors.T
-
-
-class PCALighting:
-    """Adds one PCA colour shift, α drawn from torch's global generator, to a (3, H, W) image."""
-
-    def __init__(self, eigenvalues: torch.Tensor, eigenvectors: torch.Tensor, std: float):
-        self.eigenvalues = eigenvalues  # (3,)
-        self.eigenvectors = eigenvectors  # (3, 3)
-        self.std = std  # σ of αᵢ
-
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        alpha = draw_alpha(self.std)  # (3,)
-        shift = lighting_shift(alpha, self.eigenvalues, self.eigenvectors)  # (3,)
-        return image + shift.view(3, 1, 1)
-
-    def __repr__(self) -> str:
-        return f"PCALighting(std={self.std})"

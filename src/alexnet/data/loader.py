@@ -4,7 +4,9 @@ Reproducible by construction. The training order of epoch e is a permutation dra
 (seed, e); each item's augmentation (crop, flip, lighting) draws from torch's generator seeded
 with (seed, e, index) inside whichever process makes it. Two runs with the same seed give the
 same batches whatever the number of workers, and a run resumed at epoch e replays epoch e.
-Iterating a loader again continues with epoch e+1 (the same as a new loader made for e+1).
+The epoch is set explicitly, as torch's samplers have it: `loader.sampler.set_epoch(e)` before
+a pass (train.py does, every epoch); iterating a loader twice without it gives the same epoch
+twice, so an extra pass (a debug pass, a train-set evaluation) shifts nothing.
 An unreadable file is dropped from its batch and counted, never raised.
 """
 
@@ -21,9 +23,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
-from alexnet.data.dataset import ImageSource
-from alexnet.data.transforms import Pipeline
-
 
 def derive_seed(*parts: int) -> int:
     """A 63-bit seed hashed from integers such as (seed, epoch, index)."""
@@ -31,33 +30,13 @@ def derive_seed(*parts: int) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-class TransformedDataset(Dataset):
-    """A source with a transform: item -> (tensor, label), or None when the file was skipped."""
-
-    def __init__(self, source: ImageSource, transform: Callable):
-        self.source = source
-        self.transform = transform
-        # A Pipeline knows the size it prepares images at; a JPEG may decode at reduced size.
-        self.decode_size = transform.image_size if isinstance(transform, Pipeline) else None
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int] | None:
-        item = self.source.load(index, self.decode_size)
-        if item is None:
-            return None
-        image, label = item
-        return self.transform(image), label
-
-
 class EpochSampler(Sampler):
-    """Yields (index, epoch) keys; each pass over it is the next epoch.
+    """Yields (index, epoch) keys of the epoch `set_epoch` chose (the constructor's at first).
 
     shuffle: a permutation drawn from (seed, epoch); otherwise indices in order. The order is cut
     into global batches of `batch_size` (drop_last: full ones only); rank r of `world` takes the
     r-th equal share of each, so that the ranks together see the batches one process sees.
-    `skip_steps` global batches are left out of the next pass (a run resumed mid-epoch).
+    `skip_steps` global batches are left out of every pass of the epoch (a run resumed mid-epoch).
     """
 
     def __init__(
@@ -75,11 +54,15 @@ class EpochSampler(Sampler):
         self.size = size
         self.shuffle = shuffle
         self.seed = seed
-        self.next_epoch = epoch
+        self.epoch = epoch
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.rank, self.world = rank, world
         self.skip_steps = 0
+
+    def set_epoch(self, epoch: int, *, skip_steps: int = 0) -> None:
+        """The epoch the next passes yield, leaving out its first `skip_steps` global batches."""
+        self.epoch, self.skip_steps = epoch, skip_steps
 
     def _batch_starts(self) -> range:
         """Where the next pass's global batches start in the epoch's order."""
@@ -97,14 +80,13 @@ class EpochSampler(Sampler):
         return sum(len(self._share(start)) for start in self._batch_starts())
 
     def __iter__(self):
-        starts = self._batch_starts()
-        epoch, self.next_epoch, self.skip_steps = self.next_epoch, self.next_epoch + 1, 0
+        epoch = self.epoch
         if self.shuffle:
             generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
             order = torch.randperm(self.size, generator=generator).tolist()
         else:
             order = range(self.size)
-        return ((order[i], epoch) for start in starts for i in self._share(start))
+        return ((order[i], epoch) for start in self._batch_starts() for i in self._share(start))
 
 
 class SeededItems(Dataset):
@@ -180,7 +162,7 @@ def make_loader(
     passes; any other loader starts its workers for each pass and ends them after it, so that a
     validation loader holds no idle processes while training runs.
     rank, world: this process's share of each global batch of `batch_size` (EpochSampler);
-    `loader.sampler.skip_steps = k` leaves the first k global batches out of the next pass.
+    `loader.sampler.set_epoch(e, skip_steps=k)` chooses epoch e without its first k batches.
     """
     workers = default_workers() if workers < 0 else workers
     sampler = EpochSampler(

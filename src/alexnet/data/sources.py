@@ -1,4 +1,5 @@
-"""`open_source`: from a `--data SOURCE` string (DESIGN.md) to training and validation images.
+"""`open_source`: from a `--data SOURCE` string (README, "Training") to training and
+validation images.
 
 SOURCE is one of
 - `digits`: scikit-learn's digits (the default; nothing to download);

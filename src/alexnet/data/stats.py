@@ -29,10 +29,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from alexnet.data.dataset import DataError, ImageSource
-from alexnet.data.downsample import Prepare
 from alexnet.data.lighting import rgb_pca
-from alexnet.data.loader import TransformedDataset, default_workers
-from alexnet.data.transforms import Pipeline
+from alexnet.data.loader import default_workers
 from alexnet.files import write_atomically
 
 log = logging.getLogger("alexnet.data")
@@ -172,9 +170,8 @@ def compute_stats(
                 log.warning(
                     "data statistics: cannot read %s (%s); computing again", cache_file, error
                 )
-    prepared = TransformedDataset(train, Pipeline(image_size, [Prepare(image_size)]))
     loader = DataLoader(
-        _Numbered(prepared),
+        _PreparedPixels(train, image_size),
         batch_size=BATCH_SIZE,
         num_workers=default_workers() if workers < 0 else workers,
         collate_fn=_collate,
@@ -208,21 +205,22 @@ def _save_atomically(stats: DataStats, path: Path) -> None:
     log.info("data statistics: cached at %s", path)
 
 
-class _Numbered(Dataset):
-    """(index, item) for each item of a dataset, so skipped items can be reported by index."""
+class _PreparedPixels(Dataset):
+    """(index, the image prepared as in §2 (3, S, S) uint8, or None for a skipped file): the
+    source's own `pixels`, as training reads them; the index reports a skip back."""
 
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
+    def __init__(self, source: ImageSource, image_size: int):
+        self.source, self.image_size = source, image_size
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.source)
 
     def __getitem__(self, index: int):
-        return index, self.dataset[index]
+        return index, self.source.pixels(index, self.image_size)
 
 
 def _collate(batch: list) -> tuple[torch.Tensor, list[int]]:
     """(images (B, 3, S, S) uint8 of the items that loaded, indices of the skipped ones)."""
-    images = [item[0] for _, item in batch if item is not None]
-    skipped = [index for index, item in batch if item is None]
+    images = [pixels for _, pixels in batch if pixels is not None]
+    skipped = [index for index, pixels in batch if pixels is None]
     return (torch.stack(images) if images else torch.empty(0)), skipped

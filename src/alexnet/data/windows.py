@@ -5,8 +5,8 @@ probability 1/2; testing takes the centre window, or the ten of §4.1 (four corn
 then their mirrors, in torchvision's five_crop order). A window is drawn once, from torch's
 global generator (which the loader seeds per item from (seed, epoch, index)), and then cut from
 whatever holds the pixels: one image in a loader worker (`cut_window`), a batch of decoded
-images on the device, or the mean image (`cut_windows`). The per-image pipeline
-(transforms.py) and the batched one (batches.py) therefore crop the same pixels.
+images on the device, or the mean image (`cut_windows`), so that each crop and its window of
+the mean image are the same pixels (batches.py).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def centre_offset(image_size: int, crop_size: int) -> int:
 
 def eval_windows(image_size: int, crop_size: int, ten_crop: bool) -> torch.Tensor:
     """(1, 3), the centre window; or (10, 3): top-left, top-right, bottom-left, bottom-right,
-    centre, then the same five mirrored (§4.1, the order of TenCrop in transforms.py)."""
+    centre, then the same five mirrored (§4.1, in torchvision's five_crop order)."""
     centre, far = centre_offset(image_size, crop_size), image_size - crop_size
     if not ten_crop:
         return torch.tensor([[centre, centre, 0]])

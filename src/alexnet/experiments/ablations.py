@@ -1,11 +1,12 @@
 """Ablations (§3.2-§4.2): the paper's net against each of its choices removed, over seeds.
 
 Every run is an ordinary run folder, `OUT/<ablation>/seed-<n>/`, trained by `fit` from a preset
-with the paper's choices all on (two towers, LRN, overlapping pooling, PCA lighting, dropout),
-then the ablation's change, then the user's `--set`. A run that stopped is resumed from its
-`last.pt`; a finished one is read, not retrained: rerunning the command continues where it
-stopped. The table gives the last epoch's validation top-1/top-5 error, mean ± std over the
-seeds, the difference to the full net and the difference the paper reports beside it.
+(or recipe file) with the paper's choices all on (two towers, LRN, overlapping pooling, PCA
+lighting, dropout), then the ablation's change, then the user's `--set` and flags. A run that
+stopped is resumed from its `last.pt`; a finished one is read, not retrained: rerunning the
+command continues where it stopped. The table gives the last epoch's validation top-1/top-5
+error, mean ± std over the seeds, the difference to the full net and the difference the paper
+reports beside it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,14 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from alexnet import checkpoint
+from alexnet.analysis.report import Section, Table, write_report
 from alexnet.files import write_text_atomically
-from alexnet.recipe import Recipe, apply_overrides, preset
-from alexnet.report import Section, Table, write_report
+from alexnet.recipe import Recipe, apply_overrides, assign, load_recipe
+from alexnet.run import checkpoint
 from alexnet.train import fit
 
 log = logging.getLogger("alexnet")
@@ -49,12 +50,12 @@ ABLATIONS = [
 ]
 
 
-def ablation_recipe(base: str, ablation: Ablation, seed: int, extra: list[str]) -> Recipe:
-    recipe = preset(base)
-    return apply_overrides(
-        recipe,
-        [*PAPER_CHOICES, *ablation.overrides, *extra, f"run.seed={seed}", "run.report=false"],
-    )
+def ablation_recipe(
+    base: str, ablation: Ablation, seed: int, extra: list[str], fields: dict[str, Any] | None = None
+) -> Recipe:
+    """The base recipe, the paper's choices, the ablation, `extra` (--set), `fields` (flags)."""
+    recipe = apply_overrides(load_recipe(base), [*PAPER_CHOICES, *ablation.overrides, *extra])
+    return assign(recipe, {**(fields or {}), "run.seed": seed})
 
 
 def train_or_resume(recipe: Recipe, run_dir: Path, progress: bool) -> dict:
@@ -73,15 +74,17 @@ def run_ablations(
     base: str = "digits",
     seeds: int = 2,
     overrides: list[str] | None = None,
+    fields: dict[str, Any] | None = None,
     progress: bool = False,
 ) -> dict:
-    """Train (or resume) every ablation for every seed; write ablations.md, .json, report.html."""
-    overrides = overrides or []
+    """Train (or resume) every ablation for every seed; write ablations.md, .json, report.html.
+    overrides: `--set` assignments; fields: typed values for recipe fields (the CLI's flags)."""
+    overrides, fields = overrides or [], fields or {}
     results = {}
     for ablation in ABLATIONS:
         records = [
             train_or_resume(
-                ablation_recipe(base, ablation, seed, overrides),
+                ablation_recipe(base, ablation, seed, overrides, fields),
                 out / ablation.name / f"seed-{seed}",
                 progress,
             )
@@ -93,13 +96,14 @@ def run_ablations(
             "top1": [r["val_top1_error"] for r in records],
             "top5": [r["val_top5_error"] for r in records],
         }
-    recipe = ablation_recipe(base, ABLATIONS[0], 0, overrides)
+    recipe = ablation_recipe(base, ABLATIONS[0], 0, overrides, fields)
     summary = {
         "recipe": base,
         "seeds": seeds,
         "epochs": recipe.schedule.epochs,
         "data": recipe.data.source,
         "overrides": overrides,
+        "fields": fields,
         "ablations": results,
     }
     table = ablation_table(results)
@@ -107,7 +111,8 @@ def run_ablations(
     write_text_atomically(out / "ablations.md", markdown(table) + "\n")
     text = (
         f"Recipe {base!r} with the paper's choices on, {seeds} seeds, {recipe.schedule.epochs} "
-        f"epochs, data {recipe.data.source}; extra --set: {', '.join(overrides) or 'none'}. "
+        f"epochs, data {recipe.data.source}; extra --set: {', '.join(overrides) or 'none'}; "
+        f"flags: {', '.join(f'{k}={v}' for k, v in fields.items()) or 'none'}. "
         "Validation error (%) at the last epoch, mean ± std over seeds; Δ: ablation − full net."
     )
     section = Section("Ablations (§3.2-§4.2)", [text], table)

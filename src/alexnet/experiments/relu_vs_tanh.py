@@ -32,11 +32,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from alexnet.analysis.plots import plot_training_error
+from alexnet.analysis.report import Section, Table, write_report
 from alexnet.data import DataError, ImageSource, open_source
-from alexnet.device import resolve_device
-from alexnet.figures import plot_training_error
 from alexnet.files import write_text_atomically
-from alexnet.report import Section, Table, write_report
+from alexnet.placement.device import resolve_device
 
 log = logging.getLogger("alexnet")
 

@@ -1,0 +1,150 @@
+"""The command line's `alexnet report` and `alexnet experiment relu-vs-tanh|ablations`: thin
+calls into report.py and experiments/ (§3.1 Figure 1, §6.1 Figure 4, the ablations)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from alexnet.analysis.report import write_run_report
+from alexnet.cli.args import DATA_HELP, add_run_flags, positive_int
+from alexnet.recipe import PRESETS
+
+
+def _report(args: argparse.Namespace) -> int:
+    path = write_run_report(
+        Path(args.run),
+        device=args.device or "auto",
+        workers=0 if args.workers is None else args.workers,
+        samples=args.samples,
+        indices=args.index,
+        ten_crop=not args.no_ten_crop,
+        bits=args.bits,
+        progress=not args.no_progress,
+    )
+    print(f"written: {path}")
+    return 0
+
+
+def _relu_vs_tanh(args: argparse.Namespace) -> int:
+    from alexnet.experiments.relu_vs_tanh import run_experiment
+
+    result = run_experiment(
+        args.data,
+        Path(args.out),
+        epochs=args.epochs,
+        sweep_epochs=args.sweep_epochs,
+        lrs=args.lrs,
+        batch_size=args.batch_size or 128,
+        seed=args.seed,
+        device=args.device or "auto",
+    )
+    for name in ("relu", "tanh"):
+        epochs = result[name]["epochs_to_target"]
+        reached = "not reached" if epochs is None else f"{epochs:.2f} epochs"
+        print(
+            f"{name}: lr {result[name]['lr']:g}, {result['target']:.0%} training error: {reached}"
+        )
+    ratio = result["ratio_epochs"]
+    print(f"tanh / ReLU epochs: {'-' if ratio is None else f'{ratio:.2f}'} (paper: 6)")
+    print(f"written: {args.out}/relu-vs-tanh.png, relu-vs-tanh.json, report.html")
+    return 0
+
+
+def _ablations(args: argparse.Namespace) -> int:
+    from alexnet.experiments.ablations import ablation_table, markdown, run_ablations
+
+    flags = {"data.source": args.data, "schedule.epochs": args.epochs, "run.device": args.device}
+    flags |= {"optim.batch_size": args.batch_size, "run.workers": args.workers}
+    summary = run_ablations(
+        Path(args.out),
+        base=args.recipe,
+        seeds=args.seeds,
+        overrides=args.set or [],
+        fields={path: value for path, value in flags.items() if value is not None},
+        progress=not args.no_progress,
+    )
+    print(markdown(ablation_table(summary["ablations"])))
+    print(f"written: {args.out}/ablations.md, ablations.json, report.html")
+    return 0
+
+
+def _learning_rates(text: str) -> list[float]:
+    try:
+        rates = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError(f"learning rates must be > 0, got {text!r}")
+    return rates
+
+
+def add_report_command(commands) -> None:
+    report = commands.add_parser(
+        "report",
+        help="write a run's report.html",
+        description="Write RUN/report.html, one self-contained page (images embedded): the "
+        "recipe, the data, the curves, conv1 (Figure 3), evaluation on one crop and ten crops, "
+        "top-5 panels and fc7 nearest neighbours (Figure 4; top5.png, neighbours.png), the "
+        "binary codes' recall (codes.json, §6.1) and timings. fc7 features are cached in "
+        "RUN/features/ (float16).",
+    )
+    report.add_argument("run", metavar="RUN_DIR", help="a run folder (uses its best.pt)")
+    report.add_argument(
+        "--samples", type=positive_int, default=8, help="validation images shown (default: 8)"
+    )
+    report.add_argument(
+        "--index", type=int, action="append", help="show this validation image (repeatable)"
+    )
+    report.add_argument("--no-ten-crop", action="store_true", help="evaluate the centre crop only")
+    report.add_argument("--bits", type=positive_int, default=256, help="code length (default 256)")
+    add_run_flags(report)
+    report.set_defaults(handler=_report)
+
+
+def add_experiment_commands(commands) -> None:
+    experiment = commands.add_parser(
+        "experiment",
+        help="the paper's experiments: relu-vs-tanh (Figure 1), ablations",
+        description="Rerun the paper's experiments; each writes its figures, JSON and report.html.",
+    )
+    kinds = experiment.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    relu = kinds.add_parser(
+        "relu-vs-tanh",
+        help="Figure 1: a four-layer net with ReLU against tanh",
+        description="§3.1, Figure 1: a four-layer convolutional net (cuda-convnet's "
+        "layers-80sec layout) trained with ReLU and with tanh, each at the learning rate of a "
+        "short sweep that trains it fastest, no regularisation; epochs to 25%% training error.",
+    )
+    relu.add_argument("--data", default="digits", help=f"the data: {DATA_HELP}")
+    relu.add_argument("--out", required=True, help="output folder")
+    relu.add_argument("--epochs", type=positive_int, default=8, help="epochs (default: 8)")
+    relu.add_argument("--sweep-epochs", type=positive_int, default=1, help="per rate (default 1)")
+    relu.add_argument(
+        "--lrs", type=_learning_rates, default=[0.003, 0.01, 0.03], help="rates to sweep"
+    )
+    relu.add_argument("--seed", type=int, default=0, help="init, order and probe sample seed")
+    add_run_flags(relu)
+    relu.set_defaults(handler=_relu_vs_tanh)
+    ablations = kinds.add_parser(
+        "ablations",
+        help="the paper's net against each of its choices removed",
+        description="Train the paper's net and, for N seeds each, the net without LRN, with "
+        "non-overlapping pooling, without PCA lighting, without dropout, and as one tower of "
+        "half width (§3.2); a table of validation top-1/top-5 error with the paper's figures "
+        "beside it. Rerunning resumes where it stopped.",
+    )
+    ablations.add_argument(
+        "--recipe", default="digits", help=f"preset ({', '.join(PRESETS)}) or a recipe JSON file"
+    )
+    ablations.add_argument("--data", help=f"the data: {DATA_HELP} (default: the recipe's)")
+    ablations.add_argument("--out", required=True, help="output folder (one run per ablation)")
+    ablations.add_argument("--seeds", type=positive_int, default=2, help="seeds (default: 2)")
+    ablations.add_argument("--epochs", type=positive_int, help="epochs (default: the recipe's)")
+    ablations.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE", help="override a recipe field"
+    )
+    add_run_flags(ablations)
+    ablations.set_defaults(handler=_ablations)

@@ -1,0 +1,131 @@
+"""Checkpoint files: atomic save, safe load, and the checks a loaded one must pass.
+
+A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts, so that loading uses
+`torch.load(weights_only=True)` and never unpickles arbitrary objects. It is written to a
+temporary file in the same folder and renamed over the old one, so a crash or a kill mid-write
+leaves the previous checkpoint intact. What a training checkpoint holds, and how a run is
+restored from it, is run/state.py's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alexnet.data.dataset import DataError
+from alexnet.errors import UserError
+from alexnet.files import write_atomically
+from alexnet.model import AlexNet
+from alexnet.recipe import Recipe, RecipeError
+
+
+class CheckpointError(UserError):
+    """A checkpoint that is missing, unreadable, or holds another network; names the file."""
+
+
+def save_atomically(state: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename it over `path`."""
+    write_atomically(path, lambda file: torch.save(state, file))
+
+
+def link_atomically(source: Path, path: Path) -> None:
+    """Make `path` the same file as `source` (a hard link, else a copy), replacing it atomically.
+
+    `save_atomically` always writes a new file, so a later save of `source` leaves `path` as it is.
+    """
+    temporary = path.with_name(f".{path.name}.link.tmp")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:
+        shutil.copyfile(source, temporary)
+    os.replace(temporary, path)
+
+
+REQUIRED_KEYS = ("model", "recipe", "classes", "epoch", "data_stats")
+
+
+def load(path: Path | str, *, prefer: str = "last.pt") -> dict[str, Any]:
+    """Read a checkpoint file without unpickling objects; `state["path"]` says which file.
+
+    A run folder means its `prefer` checkpoint (`last.pt` to resume, `best.pt` to evaluate),
+    or `last.pt` when that one is missing.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / prefer if (path / prefer).is_file() else path / "last.pt"
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    with warnings.catch_warnings():  # torch's advice to unpickle anyway is not for our users
+        warnings.simplefilter("ignore")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # torch raises many kinds for a file it did not write
+            raise CheckpointError(_unreadable(path, error)) from None
+    return checked(state, path)
+
+
+def checked(state: Any, path: Path | str) -> dict[str, Any]:
+    """`state` with `state["path"]` set, once it holds every REQUIRED_KEY and a readable recipe;
+    also for networks read from other formats (export.py)."""
+    missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise CheckpointError(f"{path} is not an alexnet checkpoint (no {', '.join(missing)})")
+    state["path"] = str(path)
+    try:
+        recipe_of(state)
+    except (RecipeError, TypeError, AttributeError) as error:
+        raise CheckpointError(f"{path} holds a recipe this version cannot read: {error}") from None
+    return state
+
+
+def _unreadable(path: Path, error: Exception) -> str:
+    """One line for a file torch.load(weights_only=True) gave up on (its message is a page)."""
+    if isinstance(error, pickle.UnpicklingError) and "GLOBAL" in str(error).upper():
+        return (
+            f"{path} is not an alexnet checkpoint and was refused: it holds objects other than "
+            "tensors and plain values (nothing in it was run)"
+        )
+    return f"{path} is not a readable checkpoint (not written by torch.save, or cut short)"
+
+
+def recipe_of(state: dict[str, Any]) -> Recipe:
+    return Recipe.from_dict(state["recipe"])
+
+
+def ensure_variant(state: dict[str, Any], variant: str) -> None:
+    """Refuse a checkpoint of another variant, naming both."""
+    saved = state["recipe"]["model"]["variant"]
+    if variant != saved:
+        raise CheckpointError(
+            f"{state['path']} holds a {saved!r} AlexNet, not the {variant!r} variant asked for"
+        )
+
+
+def ensure_classes(state: dict[str, Any], classes: list[str], source: str) -> None:
+    """Refuse data whose classes are not the ones the checkpoint was trained on."""
+    if list(classes) != list(state["classes"]):
+        raise DataError(
+            f"{source} has {len(classes)} classes that do not match the "
+            f"{len(state['classes'])} classes {state['path']} was trained on"
+        )
+
+
+def build_model(state: dict[str, Any], recipe: Recipe | None = None) -> AlexNet:
+    """The network a checkpoint was trained as (or as `recipe` says), with its weights loaded."""
+    recipe = recipe or recipe_of(state)
+    ensure_variant(state, recipe.model.variant)
+    model = AlexNet(len(state["classes"]), **dataclasses.asdict(recipe.model))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"{state['path']} does not fit this network: {reason}") from None
+    return model

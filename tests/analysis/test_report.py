@@ -1,0 +1,109 @@
+"""report.html: written by `alexnet train` once training returns, self-contained, never failing
+a finished run."""
+
+import base64
+import json
+import logging
+from html.parser import HTMLParser
+
+import pytest
+
+import alexnet.analysis.report
+from alexnet.cli import main
+from alexnet.train import fit
+from tests.test_train import tiny_recipe
+
+
+class _Page(HTMLParser):
+    """The tags and attributes of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def train_command(source, run):
+    """`alexnet train` with the settings of tiny_recipe(source, epochs=1)."""
+    return [
+        "train", "--data", str(source), "--out", str(run), "--epochs", "1", "--batch-size", "8",
+        "--workers", "0", "--set", "data.val_fraction=0.25", "--no-progress",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reported_run(tmp_path_factory, colour_tree):
+    run = tmp_path_factory.mktemp("report") / "run"
+    assert main(train_command(colour_tree, run)) == 0
+    return run
+
+
+def test_fit_only_trains(tmp_path, colour_tree):
+    fit(tiny_recipe(colour_tree, epochs=1), tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / "best.pt").exists()
+    assert not (tmp_path / "run" / "report.html").exists()
+
+
+def test_the_report_embeds_every_figure_and_needs_no_network(reported_run):
+    page = _Page()
+    html = (reported_run / "report.html").read_text()
+    page.feed(html)
+    images = [attrs for tag, attrs in page.tags if tag == "img"]
+    assert {attrs["alt"] for attrs in images} >= {
+        "Loss and error against epoch (curves.png)", "conv1.png", "top5.png", "neighbours.png"
+    }  # fmt: skip
+    for attrs in images:
+        prefix = "data:image/png;base64,"
+        assert attrs["src"].startswith(prefix)
+        assert base64.b64decode(attrs["src"][len(prefix) :])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [tag for tag, _ in page.tags if tag in ("script", "link", "iframe")]
+    for _, attrs in page.tags:
+        assert not any("://" in str(value) for value in attrs.values())
+    for text in ("ten crops", "centre crop", "recall@10", "training images", "images/s"):
+        assert text in html
+    codes = json.loads((reported_run / "codes.json").read_text())
+    assert set(codes["codes"]) == {"autoencoder", "pca", "random"}
+
+
+def test_report_command_rewrites_it_for_chosen_images(reported_run, capsys):
+    before = (reported_run / "report.html").stat().st_mtime_ns
+    argv = ["report", str(reported_run), "--index", "0", "--index", "2", "--no-ten-crop"]
+    assert main([*argv, "--no-progress"]) == 0
+    assert "written" in capsys.readouterr().out
+    assert (reported_run / "report.html").stat().st_mtime_ns != before
+    assert "Validation images 0, 2" in (reported_run / "report.html").read_text()
+
+
+def test_report_command_refuses_an_index_outside_the_set(reported_run, capsys):
+    assert main(["report", str(reported_run), "--index", "99"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["alexnet: error: image index 99 outside the 9 validation images"]
+
+
+def test_a_failing_report_only_warns(tmp_path, colour_tree, monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no room")
+
+    monkeypatch.setattr(alexnet.analysis.report, "write_run_report", broken)
+    with caplog.at_level(logging.WARNING, logger="alexnet"):
+        assert main(train_command(colour_tree, tmp_path / "run")) == 0
+    assert (tmp_path / "run" / "last.pt").exists()
+    assert "report.html not written (RuntimeError: no room)" in caplog.text
+
+
+def test_run_report_false_leaves_it_out(tmp_path, colour_tree, monkeypatch):
+    def refused(*args, **kwargs):
+        raise AssertionError("report written although run.report=false")
+
+    monkeypatch.setattr(alexnet.analysis.report, "write_run_report", refused)
+    recipe = tiny_recipe(colour_tree, epochs=1)
+    recipe.run.report = False
+    alexnet.analysis.report.write_report_after_training(tmp_path, recipe)  # returns before any work
+
+
+def test_written_page_escapes_text(tmp_path):
+    section = alexnet.analysis.report.Section("<b>", ["a < b & c"])
+    alexnet.analysis.report.write_report(tmp_path / "r.html", "t", "s", [section])
+    assert "a &lt; b &amp; c" in (tmp_path / "r.html").read_text()

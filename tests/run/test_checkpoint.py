@@ -1,0 +1,135 @@
+"""Checkpoints: atomic writes, safe loading, clear refusals, RNG state round trip."""
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet import AlexNet
+from alexnet.recipe import preset
+from alexnet.run import checkpoint
+from alexnet.run.checkpoint import CheckpointError
+from alexnet.run.state import restore_rng_states, rng_states
+
+
+def minimal_state(variant="paper", classes=("a", "b", "c")):
+    recipe = preset("paper")
+    recipe.model.variant = variant
+    model = AlexNet(len(classes), variant=variant)
+    return {
+        "model": model.state_dict(),
+        "recipe": recipe.to_dict(),
+        "classes": list(classes),
+        "epoch": 1,
+        "data_stats": {},
+    }
+
+
+def test_round_trip_rebuilds_the_same_network(tmp_path):
+    state = minimal_state()
+    checkpoint.save_atomically(state, tmp_path / "last.pt")
+    loaded = checkpoint.load(tmp_path)  # a run folder means its last.pt
+    model = checkpoint.build_model(loaded)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, state["model"][name]), name
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "last.pt"
+    checkpoint.save_atomically({**minimal_state(), "marker": 1}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        checkpoint.save_atomically({**minimal_state(), "bad": Unpicklable()}, path)
+    assert checkpoint.load(path)["marker"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_a_dict_without_the_checkpoint_keys_is_refused(tmp_path):
+    torch.save({"model": {}, "recipe": {}}, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="not an alexnet checkpoint .no classes, epoch"):
+        checkpoint.load(tmp_path / "x.pt")
+
+
+def test_a_run_folder_means_best_or_last(tmp_path):
+    checkpoint.save_atomically({**minimal_state(), "epoch": 2}, tmp_path / "last.pt")
+    assert checkpoint.load(tmp_path, prefer="best.pt")["path"].endswith("last.pt")
+    checkpoint.link_atomically(tmp_path / "last.pt", tmp_path / "best.pt")
+    checkpoint.save_atomically({**minimal_state(), "epoch": 3}, tmp_path / "last.pt")
+    assert checkpoint.load(tmp_path, prefer="best.pt")["epoch"] == 2  # the link kept epoch 2
+    assert checkpoint.load(tmp_path)["epoch"] == 3
+
+
+class Payload:
+    """What a malicious pickle does: run a command when it is loaded."""
+
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.parametrize("payload", [np.random.RandomState(0), Payload()])
+def test_loading_never_unpickles_objects(tmp_path, monkeypatch, payload, capfd):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {}, "recipe": {}, "payload": payload}, path)
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.load(path)
+    assert str(error.value) == (
+        f"{path} is not an alexnet checkpoint and was refused: it holds objects other than "
+        "tensors and plain values (nothing in it was run)"
+    )
+    assert not (tmp_path / "PWNED").exists()
+    assert capfd.readouterr().err == ""  # no warning from torch advising weights_only=False
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip file at all", None])
+def test_corrupt_or_missing_files_are_refused_in_one_line(tmp_path, content):
+    path = tmp_path / "last.pt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError) as error:
+        checkpoint.load(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_truncated_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "last.pt"
+    checkpoint.save_atomically(minimal_state(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        checkpoint.load(path)
+
+
+def test_checkpoint_of_another_variant_is_refused(tmp_path):
+    checkpoint.save_atomically(minimal_state("paper"), tmp_path / "best.pt")
+    state = checkpoint.load(tmp_path / "best.pt")
+    recipe = checkpoint.recipe_of(state)
+    recipe.model.variant = "owt"
+    with pytest.raises(CheckpointError, match="holds a 'paper' AlexNet, not the 'owt' variant"):
+        checkpoint.build_model(state, recipe)
+
+
+def test_checkpoint_with_other_shapes_is_refused(tmp_path):
+    state = minimal_state()
+    state["classes"] = ["a", "b"]  # the saved fc8 has three outputs
+    checkpoint.save_atomically(state, tmp_path / "x.pt")
+    with pytest.raises(CheckpointError, match="does not fit this network"):
+        checkpoint.build_model(checkpoint.load(tmp_path / "x.pt"))
+
+
+def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
+    torch.manual_seed(1), np.random.seed(2), random.seed(3)
+    checkpoint.save_atomically({**minimal_state(), "rng": rng_states()}, tmp_path / "r.pt")
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(9), np.random.seed(9), random.seed(9)
+    restore_rng_states(checkpoint.load(tmp_path / "r.pt")["rng"])
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], expected[0])
+    assert np.array_equal(got[1], expected[1]) and got[2] == expected[2]

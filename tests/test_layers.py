@@ -1,0 +1,84 @@
+"""The package's layers: a module imports only from its own layer or the ones below it (lower
+never imports higher), and training reaches nothing of the analysis stack."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parents[1] / "src" / "alexnet"
+LAYERS = [  # lowest first; a top-level module or sub-package each
+    "errors", "files", "recipe", "ops", "model", "optim", "data", "placement", "run",
+    "evaluate", "train", "export", "inference", "analysis", "experiments", "cli",
+]  # fmt: skip
+ENTRY_POINTS = {"__init__", "__main__"}  # the public API and `python -m alexnet`: above all
+
+
+def layer_of(module: str) -> str:
+    """ "alexnet.run.state" -> "run"; "alexnet" -> "__init__"."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def imports_of(path: Path) -> set[str]:
+    """The alexnet modules a file imports (`from alexnet.x import y` counts y if it is one)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("alexnet"):
+            found.add(node.module)
+            found.update(
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if (PACKAGE.parent / f"{node.module}.{alias.name}".replace(".", "/")).is_dir()
+                or (PACKAGE.parent / f"{node.module}.{alias.name}".replace(".", "/"))
+                .with_suffix(".py")
+                .is_file()
+            )
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith("alexnet"))
+    return found
+
+
+def modules():
+    for path in sorted(PACKAGE.rglob("*.py")):
+        yield ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts), path
+
+
+def test_every_layer_is_a_module_or_sub_package_of_the_package():
+    names = {path.stem for path in PACKAGE.glob("*.py")} | {
+        path.name for path in PACKAGE.iterdir() if (path / "__init__.py").is_file()
+    }
+    assert names == set(LAYERS) | ENTRY_POINTS
+
+
+@pytest.mark.parametrize("module, path", list(modules()), ids=lambda value: str(value))
+def test_a_module_imports_only_from_its_layer_or_below(module, path):
+    here = layer_of(module)
+    if here in ENTRY_POINTS:
+        return
+    above = [
+        imported
+        for imported in imports_of(path)
+        if layer_of(imported) not in ENTRY_POINTS
+        and LAYERS.index(layer_of(imported)) > LAYERS.index(here)
+    ]
+    assert not above, f"{module} ({here}) imports from higher layers: {above}"
+
+
+def test_the_layer_check_sees_a_violation(tmp_path):
+    """The AST reading behind the check finds an upward import (a test that can fail)."""
+    path = tmp_path / "bad.py"
+    path.write_text("from alexnet.analysis.report import write_run_report\n")
+    assert {layer_of(m) for m in imports_of(path)} == {"analysis"}
+
+
+def test_training_loads_nothing_of_the_analysis_stack():
+    code = "import sys, alexnet.train\nprint('\\n'.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "alexnet.train" in loaded
+    unwanted = ("alexnet.analysis", "alexnet.experiments", "alexnet.cli", "jinja2", "faiss")
+    assert [name for name in loaded if name.startswith(unwanted)] == []
