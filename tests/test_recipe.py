@@ -69,6 +69,12 @@ def test_overrides_are_parsed_to_the_fields_type():
             "model.variant='vgg': expected one of 'paper', 'one-tower', 'half-width', 'owt'",
         ),
         ("optim.lr", "expected section.key=value"),
+        ("optim.lr=inf", "optim.lr=inf: must be a finite number"),
+        ("model.dropout=nan", "model.dropout=nan: must be a finite number"),
+        ("data.image_size=1000000", "data.image_size=1000000: must be <= 4096"),
+        ("run.seed=-1", "run.seed=-1: must be in 0..4294967295"),
+        ("run.seed=4294967296", "run.seed=4294967296: must be in 0..4294967295"),
+        ("data.split_seed=-3", "data.split_seed=-3: must be in 0..4294967295"),
     ],
 )
 def test_bad_overrides_name_the_key(assignment, message):

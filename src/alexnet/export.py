@@ -42,6 +42,7 @@ from alexnet.errors import UserError
 from alexnet.files import write_atomically, write_text_atomically
 from alexnet.recipe import Recipe, preset
 from alexnet.run import checkpoint
+from alexnet.run import folder as run_folder
 
 FORMAT = "alexnet-safetensors/1"  # the metadata's `format`: change it when the layout changes
 ONNX_OPSET = 18
@@ -178,6 +179,7 @@ def import_torchvision(weights: Path | str, run_dir: Path | str) -> dict[str, An
     weights, run_dir = Path(weights), Path(run_dir)
     if (run_dir / "last.pt").exists() or (run_dir / "best.pt").exists():
         raise ExportError(f"{run_dir} already holds a run; choose another --out")
+    run_folder.claim(run_dir, resuming=False)  # a new, empty or run folder only
     torchvision = AlexNet_Weights.IMAGENET1K_V1
     transforms = torchvision.transforms()  # ImageClassification: resize, crop, mean, std
     state = {
@@ -191,9 +193,10 @@ def import_torchvision(weights: Path | str, run_dir: Path | str) -> dict[str, An
     }
     checkpoint.build_model(state)  # fits the owt net, or CheckpointError naming the file
     del state["path"]
-    checkpoint.save_atomically(state, run_dir / "best.pt")
-    checkpoint.link_atomically(run_dir / "best.pt", run_dir / "last.pt")
-    write_text_atomically(run_dir / "recipe.json", json.dumps(state["recipe"], indent=2) + "\n")
+    with run_folder.lock(run_dir):
+        checkpoint.save_atomically(state, run_dir / "best.pt")
+        checkpoint.link_atomically(run_dir / "best.pt", run_dir / "last.pt")
+        write_text_atomically(run_dir / "recipe.json", json.dumps(state["recipe"], indent=2) + "\n")
     return state
 
 

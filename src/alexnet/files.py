@@ -1,12 +1,16 @@
-"""Writing files so that a crash or a kill never leaves half of one: temporary file, then rename."""
+"""Files a command writes: never half of one (temporary file, then rename), never one of its own
+inputs (`refuse_overwriting`), never two writers in one folder at once (`FolderLock`)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
+
+from alexnet.errors import UserError
 
 
 def _read_umask() -> int:
@@ -40,10 +44,79 @@ def write_atomically(path: Path | str, write: Callable[[BinaryIO], object]) -> N
 
 
 def write_text_atomically(path: Path | str, text: str) -> None:
-    write_atomically(path, lambda file: file.write(text.encode()))
+    """UTF-8; a file name that is not UTF-8 (a surrogate escape) is written as its own bytes."""
+    write_atomically(path, lambda file: file.write(text.encode("utf-8", "surrogateescape")))
 
 
 def remove_temporaries(folder: Path) -> None:
     """Delete the temporary files a killed `write_atomically` left in `folder` (`.NAME.*.tmp`)."""
     for path in Path(folder).glob(".*.tmp"):
         path.unlink(missing_ok=True)
+
+
+class OverwritesInput(UserError):
+    """An output path is one of the command's inputs."""
+
+
+class FolderLock:
+    """An exclusive lock on `folder` (made if need be), held until `release` or the `with` block
+    ends, so that a second writer stops at once (raising `busy`) instead of writing the same
+    files. A POSIX lock on the file `folder/name`: the kernel drops it when the process dies
+    (kill -9 leaves no stale lock), and forked workers never hold it. The file goes on release."""
+
+    def __init__(self, folder: Path, name: str, busy: Exception):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / name
+        self.file = open(self.path, "a")  # noqa: SIM115 (closed in release)
+        try:
+            fcntl.lockf(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.close()
+            raise busy from None
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)  # the folder as it was
+        self.file.close()  # releases the lock
+
+    def __enter__(self) -> FolderLock:
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.release()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of the file or folder at `path`, links followed; None if there is none."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def same_file(first: Path | str, second: Path | str) -> bool:
+    """True when the two paths are one file: the same resolved path, or (existing) the same
+    device and inode, so that symlinks and hard links count."""
+    first, second = Path(first), Path(second)
+    if first.resolve() == second.resolve():
+        return True
+    identity = _identity(first)
+    return identity is not None and identity == _identity(second)
+
+
+def refuse_overwriting(outputs: Iterable[Path | str | None], inputs: Iterable[Path | str]) -> None:
+    """Raise OverwritesInput (naming both) when an output would replace one of the inputs;
+    checked before anything is written. None outputs (not asked for) are left out."""
+    inputs = [Path(path) for path in inputs]
+    for output in filter(None, outputs):
+        for source in inputs:
+            if same_file(output, source):
+                raise OverwritesInput(
+                    f"{output} is {source}, which this command reads; write the output elsewhere"
+                )
+
+
+def inside(path: Path | str, folder: Path | str) -> bool:
+    """True when `path` is `folder` or lies below it (both resolved, links followed)."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from typing import Any, Literal
 from alexnet.errors import UserError
 
 MIN_CROP = 63  # the smallest input the paper's net passes through (model.py)
+MAX_IMAGE_SIZE = 4096  # 16× the paper's 256: larger asks for a mean image of hundreds of MB
+MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
 
 class RecipeError(UserError):
@@ -36,7 +39,7 @@ class ModelRecipe:
 
 @dataclass
 class DataRecipe:
-    source: str = "data/imagenet"  # §2: digits | cifar10:PATH | folder with train/ val/ | tree
+    source: str = "data/imagenet"  # §2: digits | cifar10:PATH | fashion-mnist | mnist | folders
     image_size: int = 256  # §2: shorter side rescaled to 256, centre 256×256 kept
     crop_size: int = 224  # §4.1: random 224×224 patches for training, centre for testing
     flip: bool = True  # §4.1: horizontal reflections
@@ -74,7 +77,7 @@ class RunRecipe:
     compile: bool = True  # torch.compile the model on CUDA (ignored on CPU: no speed-up there)
     tensorboard: bool = False  # also log each epoch to run_dir/tensorboard (the tensorboard extra)
     model_parallel: str = ""  # §3.2: "DEV_A,DEV_B" puts tower one on DEV_A, tower two on DEV_B
-    report: bool = True  # write report.html at the end of training (report.py)
+    report: bool = True  # `alexnet train` writes report.html after training (analysis/report.py)
 
 
 @dataclass
@@ -87,11 +90,19 @@ class Recipe:
     run: RunRecipe = field(default_factory=RunRecipe)
 
     def validate(self) -> Recipe:
-        """Check the values' ranges; raise RecipeError naming the first field out of range."""
+        """Check the values' ranges; raise RecipeError naming the first field out of range.
+        Every number is finite; sizes and seeds stay within what the machine and numpy take."""
+        for section in (self.model, self.data, self.optim, self.schedule, self.run):
+            for name, value in dataclasses.asdict(section).items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    path = f"{type(section).__name__.removesuffix('Recipe').lower()}.{name}"
+                    raise RecipeError(f"{path}={value!r}: must be a finite number")
         checks = [
             ("model.dropout", 0 <= self.model.dropout < 1, "in [0, 1)"),
             ("data.crop_size", self.data.crop_size >= MIN_CROP, f">= {MIN_CROP} (model.py)"),
             ("data.image_size", self.data.image_size >= self.data.crop_size, ">= data.crop_size"),
+            ("data.image_size", self.data.image_size <= MAX_IMAGE_SIZE, f"<= {MAX_IMAGE_SIZE}"),
+            ("data.split_seed", 0 <= self.data.split_seed <= MAX_SEED, f"in 0..{MAX_SEED}"),
             ("data.lighting_std", self.data.lighting_std >= 0, ">= 0"),
             ("data.val_fraction", 0 < self.data.val_fraction < 1, "in (0, 1)"),
             ("optim.lr", self.optim.lr > 0, "> 0"),
@@ -103,6 +114,7 @@ class Recipe:
             ("schedule.patience", self.schedule.patience >= 0, ">= 0"),
             ("schedule.max_drops", self.schedule.max_drops >= 0, ">= 0"),
             ("run.workers", self.run.workers >= -1, ">= -1 (-1: one per core)"),
+            ("run.seed", 0 <= self.run.seed <= MAX_SEED, f"in 0..{MAX_SEED}"),
         ]
         for path, ok, expected in checks:
             if not ok:

@@ -30,20 +30,15 @@ from alexnet.data.loader import derive_seed
 from alexnet.data.sources import absolute_source
 from alexnet.errors import TrainingDiverged
 from alexnet.evaluate import evaluate
-from alexnet.files import remove_temporaries
 from alexnet.optim import plateau_ends_run
 from alexnet.placement import Placement
+from alexnet.placement.device import memory_of
 from alexnet.placement.ranks import Ranks, reduce_metrics
 from alexnet.placement.towers import single_device
-from alexnet.recipe import Recipe
+from alexnet.recipe import Recipe, RecipeError
+from alexnet.run import folder as run_folder
 from alexnet.run.epoch_plots import plot_conv1, plot_curves
-from alexnet.run.folder import (
-    RunError,
-    append_metrics,
-    attach_log_file,
-    check_resumable,
-    discard_unfinished,
-)
+from alexnet.run.folder import RunError, append_metrics, check_resumable, discard_unfinished
 from alexnet.run.preemption import StopRequest, stop_on_signals
 from alexnet.run.state import Run, combine_partial, save_checkpoint, start_run
 from alexnet.run.tensorboard import Board, open_board
@@ -162,22 +157,22 @@ def fit(
     run_dir = Path(run_dir)
     recipe.validate()
     recipe.data.source = absolute_source(recipe.data.source)  # eval, --resume from elsewhere
-    if resume_from is None and (run_dir / "last.pt").exists():
-        raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir}")
+    run_folder.claim(run_dir, resuming=resume_from is not None)  # before a byte is written
     if resume_from is not None:
         check_resumable(resume_from, recipe, run_dir)
     ranks = Ranks.from_environment()
     ranks.check_batch(recipe.optim.batch_size)
     placement = Placement.for_training(recipe.run, ranks)
+    _check_memory(recipe, placement.device)
     ranks.join(placement.device)
     board = open_board(run_dir, recipe.run.tensorboard and ranks.is_main)  # before any write
     splits = open_splits(recipe.data, download=download)  # bad data: nothing written yet
-    created, handler = not run_dir.exists(), None
+    created, handler, folder_lock = not run_dir.exists(), None, None
     try:
         if ranks.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            remove_temporaries(run_dir)
-            handler = attach_log_file(run_dir)
+            folder_lock = run_folder.lock(run_dir)  # made here if new; held until the end
+            run_folder.remove_temporaries(run_dir)
+            handler = run_folder.attach_log_file(run_dir)
         else:
             log.setLevel(logging.WARNING)  # rank 0 tells the story
         with stop_on_signals() as request:
@@ -190,7 +185,22 @@ def fit(
     finally:
         board.close()
         _close(handler)
+        if folder_lock is not None:
+            folder_lock.release()
         ranks.close()
+
+
+def _check_memory(recipe: Recipe, device: torch.device) -> None:
+    """Refuse, before any work, a recipe whose smallest allocations cannot fit: one batch of
+    float crops, the mean image and the statistics' sums (the activations come on top)."""
+    data, batch = recipe.data, recipe.optim.batch_size
+    needed = batch * 3 * data.crop_size**2 * 4 + 3 * data.image_size**2 * (4 + 8)
+    if needed > memory_of(device):
+        raise RecipeError(
+            f"optim.batch_size={batch} at data.crop_size={data.crop_size} (data.image_size="
+            f"{data.image_size}) needs at least {needed / 2**30:.1f} GiB, more than the "
+            f"{memory_of(device) / 2**30:.1f} GiB of {device}"
+        )
 
 
 def _unwritable(run_dir: Path, error: OSError, created: bool) -> str:

@@ -107,3 +107,19 @@ def test_written_page_escapes_text(tmp_path):
     section = alexnet.analysis.report.Section("<b>", ["a < b & c"])
     alexnet.analysis.report.write_report(tmp_path / "r.html", "t", "s", [section])
     assert "a &lt; b &amp; c" in (tmp_path / "r.html").read_text()
+
+
+def test_a_run_killed_mid_write_still_gets_its_report(reported_run, capsys, caplog):
+    """metrics.jsonl ending in half a line (a kill while it was appended): the report drops it
+    with a warning, as --resume does."""
+    metrics = reported_run / "metrics.jsonl"
+    whole = metrics.read_text()
+    metrics.write_text(whole + '{"epoch": 2, "lr": 0.0')
+    try:
+        with caplog.at_level(logging.WARNING, logger="alexnet"):
+            argv = ["report", str(reported_run), "--no-ten-crop", "--bits", "8", "--samples", "2"]
+            assert main([*argv, "--no-progress"]) == 0
+    finally:
+        metrics.write_text(whole)
+    assert "line 2 is cut short" in caplog.text
+    assert "written" in capsys.readouterr().out

@@ -180,7 +180,7 @@ def test_any_user_error_is_one_line_with_status_2(monkeypatch, capsys):
     def handler(args):
         raise NewKindOfMistake("a mistake the user can fix")
 
-    monkeypatch.setattr("alexnet.cli.main._evaluate", handler)
+    monkeypatch.setattr("alexnet.cli.commands._evaluate", handler)
     assert main(["eval", "anything"]) == 2
     assert one_error_line(capsys) == "alexnet: error: a mistake the user can fix"
 
@@ -337,8 +337,12 @@ def test_eval_on_data_with_other_classes(trained_run, tmp_path, capsys):
     [
         (["eval", "RUN", "--batch-size", "-5"], "argument --batch-size: must be >= 1, got -5"),
         (["train", "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+        (["train", "--seed", "-1"], "argument --seed: must be in 0..4294967295, got -1"),
+        (["experiment", "relu-vs-tanh", "--out", "x", "--seed", str(2**40)],
+         "argument --seed: must be in 0..4294967295, got 1099511627776"),
+        (["eval", "RUN", "--workers", "-2"], "argument --workers: must be >= -1, got -2"),
     ],
-)
+)  # fmt: skip
 def test_counts_below_one_are_refused_in_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
@@ -403,3 +407,31 @@ def test_a_relative_data_path_is_stored_absolute(tmp_path, colour_tree, monkeypa
     monkeypatch.chdir(tmp_path)  # another folder: eval and --resume still find the data
     assert main(["eval", "run", "--workers", "0", "--no-progress"]) == 0
     assert main(["train", "--resume", "run", "--epochs", "2", "--no-progress"]) == 0
+
+
+def test_an_output_is_never_one_of_the_inputs(trained_run, colour_tree, tmp_path, capsys):
+    before = {name: (trained_run / name).read_bytes() for name in ("best.pt", "last.pt")}
+    (tmp_path / "link.json").symlink_to(trained_run / "best.pt")
+    image = next((colour_tree / "red").iterdir())
+    os.link(image, tmp_path / "same-image.csv")  # a hard link: another name, the same file
+    refused = [
+        ["eval", str(trained_run), "--json", str(trained_run / "best.pt")],
+        ["eval", str(trained_run), "--json", str(tmp_path / "link.json")],
+        ["predict", str(trained_run), str(image), "--csv", str(trained_run / "last.pt")],
+        ["predict", str(trained_run), str(image), "--csv", str(tmp_path / "same-image.csv")],
+        ["predict", str(trained_run), str(image), "--csv", "x.out", "--json", "x.out"],
+        [
+            "export",
+            str(trained_run),
+            "--format",
+            "safetensors",
+            "--out",
+            str(trained_run / "last.pt"),
+        ],
+    ]
+    for argv in refused:
+        assert main([*argv, "--workers", "0"] if argv[0] != "export" else argv) == 2, argv
+        line = one_error_line(capsys)
+        assert "which this command reads" in line or "give two files" in line, line
+    assert {name: (trained_run / name).read_bytes() for name in before} == before
+    assert not Path("x.out").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,12 @@ from alexnet.data import DataError, compute_stats, make_loader
 from alexnet.data.dataset import FileSource
 from alexnet.data.decode import read_rgb
 from alexnet.data.downsample import Prepare
-from alexnet.data.folder import open_folder_pair, scan_image_folder
+from alexnet.data.folder import (
+    find_image_files,
+    open_folder_pair,
+    printable,
+    scan_image_folder,
+)
 
 
 @pytest.fixture
@@ -132,3 +138,28 @@ def test_a_dangling_symlink_or_unreadable_file_is_skipped_and_counted(tmp_path: 
     loader = make_loader(TransformedDataset(source, Prepared(4)), 4, train=False, workers=0)
     skipped = sum(batch_skipped for _, _, batch_skipped in loader)
     assert skipped == len(source.unreadable) >= 1
+
+
+def test_a_link_loop_ends_the_scan_and_lists_each_image_once(image_tree: Path, caplog):
+    caplog.set_level(logging.WARNING, logger="alexnet.data")
+    (image_tree / "cat" / "loop").symlink_to(".")  # ln -s . loop
+    (image_tree / "cat" / "up").symlink_to("..")  # every class again, below cat
+    (image_tree / "dog" / "twin").symlink_to(image_tree / "fox")  # a second path to fox
+    classes, entries = scan_image_folder(image_tree)
+    assert classes == ["cat", "dog", "fox"]
+    assert [sum(e.label == k for e in entries) for k in range(3)] == [10, 10, 20]
+    assert len({entry.path for entry in entries}) == 40
+    skipped = warnings_naming(caplog, "a folder already scanned")
+    assert len(skipped) == len(set(skipped)) == 3  # loop, up (the root itself), twin
+    assert len(find_image_files([str(image_tree)])) == 40  # predict's scan: the same rule
+
+
+def test_a_name_that_is_not_utf8_is_read_and_printed_safely(image_tree: Path, capsys):
+    raw = os.fsencode(image_tree / "cat") + b"/caf\xe9.png"
+    with open(raw, "wb") as file:
+        file.write((image_tree / "cat" / "img0.png").read_bytes())
+    classes, entries = scan_image_folder(image_tree)
+    source = FileSource("tree", classes, entries)
+    index = next(i for i in range(len(source)) if source.path(i).endswith("caf\udce9.png"))
+    assert source.load(index) is not None and len(source.fingerprint()) == 64
+    assert printable(source.path(index)).endswith("caf\\xe9.png")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from data_helpers import BAD_FILES
+from data_helpers import BAD_FILES, write_tree
 from PIL import Image
 from torchvision.io import decode_jpeg
 
@@ -262,3 +262,61 @@ def test_a_store_refuses_to_be_prepared_again(image_tree, tmp_path):
     prepare(str(image_tree), tmp_path / "store")
     with pytest.raises(DataError, match="is a prepared store already"):
         prepare(str(tmp_path / "store"), tmp_path / "again")
+
+
+def _relabel(store: Path) -> None:
+    rows = np.fromfile(store / "val.index", dtype="<i8").reshape(-1, 3)
+    rows[1, 2] = 7  # the store has 3 classes
+    rows.tofile(store / "val.index")
+
+
+def _reach_past_the_end(store: Path) -> None:
+    rows = np.fromfile(store / "train.index", dtype="<i8").reshape(-1, 3)
+    rows[-1, 1] += 10**6
+    rows.tofile(store / "train.index")
+
+
+def _resize_in_manifest(store: Path) -> None:
+    manifest = json.loads((store / "store.json").read_text())
+    manifest["image_size"] = "huge"
+    (store / "store.json").write_text(json.dumps(manifest))
+
+
+def _shrink_the_mean_image(store: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(store / "stats.safetensors")
+    tensors["mean_image"] = tensors["mean_image"][:, :8, :8].contiguous()
+    save_file(tensors, store / "stats.safetensors")
+
+
+@pytest.mark.parametrize(
+    ("damage", "file", "message"),
+    [
+        (_relabel, "val.index", "image 1 has label 7, outside the 3 classes"),
+        (_reach_past_the_end, "train.index", "lies outside train.bin"),
+        (_resize_in_manifest, "store.json", "image_size='huge' is not a size in 1..4096"),
+        (_shrink_the_mean_image, "stats.safetensors",
+         r"data_stats.mean_image is \(3, 8, 8\), expected \(3, 16, 16\)"),
+    ],
+)  # fmt: skip
+def test_a_damaged_store_is_one_line_naming_the_file_before_any_work(
+    image_tree, tmp_path, damage, file, message
+):
+    store = tmp_path / "store"
+    prepare(str(image_tree), store)
+    damage(store)
+    with pytest.raises(DataError, match=message) as error:
+        splits = open_source(str(store))
+        compute_stats(splits.train, SIZE, cache_dir=None, progress=False)
+    assert str(store / file) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_prepare_refuses_a_destination_inside_its_source_and_the_reverse(image_tree, tmp_path):
+    with pytest.raises(DataError, match="must not contain one another"):
+        prepare(str(image_tree), image_tree / "store")
+    assert not (image_tree / "store").exists()
+    (tmp_path / "outer").mkdir()
+    inner = write_tree(tmp_path / "outer" / "data", {"a": 2, "b": 2})
+    with pytest.raises(DataError, match="must not contain one another"):
+        prepare(str(inner), tmp_path / "outer")

@@ -23,7 +23,17 @@ def minimal_state(variant="paper", classes=("a", "b", "c")):
         "recipe": recipe.to_dict(),
         "classes": list(classes),
         "epoch": 1,
-        "data_stats": {},
+        "data_stats": valid_stats(recipe.data.image_size),
+    }
+
+
+def valid_stats(size: int) -> dict:
+    return {
+        "image_size": size,
+        "mean_image": torch.full((3, size, size), 100.0),
+        "channel_std": torch.tensor([50.0, 50.0, 50.0]),
+        "eigenvalues": torch.tensor([3.0, 2.0, 1.0]),
+        "eigenvectors": torch.eye(3),
     }
 
 
@@ -133,3 +143,38 @@ def test_rng_states_survive_a_weights_only_round_trip(tmp_path):
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(got[0], expected[0])
     assert np.array_equal(got[1], expected[1]) and got[2] == expected[2]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda s: s["data_stats"].update(mean_image=torch.zeros(3, 8, 8)),
+            r"data_stats.mean_image is \(3, 8, 8\), expected \(3, 256, 256\)",
+        ),
+        (lambda s: s["data_stats"].pop("channel_std"), "data_stats.channel_std is missing"),
+        (
+            lambda s: s["data_stats"].update(channel_std=torch.tensor([1.0, 0.0, 1.0])),
+            "channel_std must be > 0",
+        ),
+        (
+            lambda s: s["data_stats"]["eigenvalues"].fill_(float("nan")),
+            "data_stats.eigenvalues holds values that are not finite",
+        ),
+        (lambda s: s["data_stats"].update(image_size=2**40), "data_stats.image_size=1099511627776"),
+        (lambda s: s.update(classes="abc"), "classes is not a list of class names"),
+        (lambda s: s.update(epoch=-1), "epoch=-1 is not a whole number >= 0"),
+        (lambda s: s.update(model=[1, 2]), "model is not a dictionary of tensors"),
+        (
+            lambda s: s["recipe"]["data"].update(image_size=240),
+            "data_stats are of 256 px images, its recipe's data.image_size is 240",
+        ),
+    ],
+)
+def test_every_value_read_from_a_checkpoint_is_checked_at_load(change, message, tmp_path):
+    state = {**minimal_state(), "model": {"features.0.weight": torch.zeros(1)}}  # small file
+    change(state)
+    checkpoint.save_atomically(state, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match=message) as error:
+        checkpoint.load(tmp_path / "last.pt")
+    assert str(tmp_path / "last.pt") in str(error.value) and "\n" not in str(error.value)

@@ -31,6 +31,8 @@ from alexnet.files import write_text_atomically
 from alexnet.inference import TrainedNetwork
 from alexnet.recipe import Recipe
 from alexnet.run import checkpoint
+from alexnet.run import folder as run_folder
+from alexnet.run.folder import read_metrics
 
 log = logging.getLogger("alexnet")
 
@@ -100,31 +102,33 @@ def write_run_report(
     """Write `report.html` (and top5.png, neighbours.png, codes.json) into a run folder.
 
     samples: validation images for the top-5 panels, seeded; `indices` chooses them instead.
-    The first six of them are the nearest-neighbour queries.
+    The first six of them are the nearest-neighbour queries. The run folder is locked while
+    this writes (run/folder.py): training or another report there is turned away.
     """
     run_dir = Path(run_dir)
     state = checkpoint.load(run_dir, prefer="best.pt")
-    recipe = checkpoint.recipe_of(state)
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    splits = open_splits(recipe.data)
-    net = TrainedNetwork(state, device=device)
-    timings: dict[str, float] = {}
-    chosen = _pick(splits.val, samples, indices, recipe.run.seed)  # a bad index: before the work
-    sections = _run_sections(recipe, records, splits, run_dir)
+    with run_folder.lock(run_dir):  # one writer of the run folder at a time
+        recipe = checkpoint.recipe_of(state)
+        records = read_metrics(run_dir / "metrics.jsonl")  # a cut last line: warned, dropped
+        splits = open_splits(recipe.data)
+        net = TrainedNetwork(state, device=device)
+        timings: dict[str, float] = {}
+        chosen = _pick(splits.val, samples, indices, recipe.run.seed)  # a bad index: before work
+        sections = _run_sections(recipe, records, splits, run_dir)
 
-    start = time.perf_counter()
-    _, results = evaluate_checkpoint(state, ten_crop=ten_crop, device=device, workers=workers)
-    timings["evaluation (one crop and ten crops)"] = time.perf_counter() - start
-    sections.append(_evaluation_section(state, results))
+        start = time.perf_counter()
+        _, results = evaluate_checkpoint(state, ten_crop=ten_crop, device=device, workers=workers)
+        timings["evaluation (one crop and ten crops)"] = time.perf_counter() - start
+        sections.append(_evaluation_section(state, results))
 
-    sections += _figure4_sections(net, splits, chosen, run_dir, workers, progress, timings)
+        sections += _figure4_sections(net, splits, chosen, run_dir, workers, progress, timings)
 
-    start = time.perf_counter()
-    sections.append(_codes_section(net, splits, run_dir, bits, workers))
-    timings["binary codes (fit, encode, search)"] = time.perf_counter() - start
-    sections.append(_timings_section(records, timings))
-    subtitle = f"{run_dir.resolve()} · {state['path']} (epoch {state['epoch']})"
-    return write_report(run_dir / "report.html", f"Run {run_dir.name}", subtitle, sections)
+        start = time.perf_counter()
+        sections.append(_codes_section(net, splits, run_dir, bits, workers))
+        timings["binary codes (fit, encode, search)"] = time.perf_counter() - start
+        sections.append(_timings_section(records, timings))
+        subtitle = f"{run_dir.resolve()} · {state['path']} (epoch {state['epoch']})"
+        return write_report(run_dir / "report.html", f"Run {run_dir.name}", subtitle, sections)
 
 
 def _run_sections(

@@ -1,5 +1,5 @@
 """The command line's `alexnet report` and `alexnet experiment relu-vs-tanh|ablations`: thin
-calls into report.py and experiments/ (§3.1 Figure 1, §6.1 Figure 4, the ablations)."""
+calls into analysis/report.py and experiments/ (§3.1 Figure 1, §6.1 Figure 4, the ablations)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from alexnet.analysis.report import write_run_report
-from alexnet.cli.args import DATA_HELP, add_run_flags, positive_int
+from alexnet.cli.args import DATA_HELP, SEED, add_run_flags, positive_int
 from alexnet.recipe import PRESETS
 
 
@@ -125,7 +125,7 @@ def add_experiment_commands(commands) -> None:
     relu.add_argument(
         "--lrs", type=_learning_rates, default=[0.003, 0.01, 0.03], help="rates to sweep"
     )
-    relu.add_argument("--seed", type=int, default=0, help="init, order and probe sample seed")
+    relu.add_argument("--seed", type=SEED, default=0, help="init, order and probe sample seed")
     add_run_flags(relu)
     relu.set_defaults(handler=_relu_vs_tanh)
     ablations = kinds.add_parser(

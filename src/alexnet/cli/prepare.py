@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from alexnet.cli.args import DATA_HELP
+from alexnet.cli.args import DATA_HELP, WORKERS
 from alexnet.data import open_source
 from alexnet.data.prepare import Settings, prepare_store
 from alexnet.data.sources import absolute_source
@@ -87,9 +87,11 @@ def add_prepare_command(commands) -> None:
         "no decoding)",
     )  # fmt: skip
     prepare.add_argument("--quality", type=int, default=90, help="JPEG quality (default: 90)")
-    prepare.add_argument("--workers", type=int, default=-1, help="processes (-1: one per core)")
+    prepare.add_argument("--workers", type=WORKERS, default=-1, help="processes (-1: one per core)")
     prepare.add_argument(
-        "--download", action="store_true", help="fetch CIFAR-10 if cifar10:PATH does not hold it"
+        "--download",
+        action="store_true",
+        help="fetch CIFAR-10, Fashion-MNIST or MNIST through torchvision if not found",
     )
     prepare.add_argument("--no-progress", action="store_true", help="no progress bar")
     prepare.set_defaults(handler=_prepare)

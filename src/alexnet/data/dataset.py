@@ -117,7 +117,8 @@ class FileSource(ImageSource):
         self.paths = np.array([os.fsencode(entry.path) for entry in entries], dtype=np.bytes_)
         digest = hashlib.sha256()
         for entry in entries:
-            digest.update(f"{entry.path}\0{entry.label}\0{entry.size}\0{entry.mtime_ns}\n".encode())
+            digest.update(os.fsencode(entry.path))  # any name, UTF-8 or not
+            digest.update(f"\0{entry.label}\0{entry.size}\0{entry.mtime_ns}\n".encode())
         self._fingerprint = digest.hexdigest()
         for index, entry in enumerate(entries):
             if entry.size == 0:

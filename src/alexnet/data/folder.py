@@ -6,11 +6,16 @@ at any depth below it, with a suffix Pillow can open (case ignored). Other files
 `train/` + `val/`, or alone, with a seeded, stratified fraction held out for validation. A pair
 opened for validation only lists train/'s class folders (the labels) and walks no training image.
 `find_image_files` applies the same rule to the files, folders and globs given to predict.
+Links are followed, but a folder already visited (the same device and inode: a link loop such
+as `ln -s . loop`, or a second path to one folder) is not entered again, with one warning each:
+a scan ends, and lists each image once. Names that are not valid UTF-8 are kept as Python's
+surrogate escapes (os.fsdecode), so the files still open, and print with backslash escapes.
 """
 
 from __future__ import annotations
 
 import glob
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,16 +31,22 @@ from alexnet.data.dataset import (
 )
 from alexnet.data.decode import is_image_name
 
+log = logging.getLogger("alexnet.data")
+
 
 def scan_image_folder(
-    root: Path, classes: list[str] | None = None
+    root: Path, classes: list[str] | None = None, visited: set[tuple[int, int]] | None = None
 ) -> tuple[list[str], list[FileEntry]]:
     """The class names and every image file of the tree at `root`, in sorted order.
 
     classes: the class list to label against (a validation tree uses the training tree's);
-    None takes the tree's own class folders. An empty class folder is a DataError.
+    None takes the tree's own class folders. An empty class folder is a DataError. visited: the
+    folders scanned already (a train/ + val/ pair shares one set), each entered once.
     """
     folders = class_folders(root)
+    visited = set() if visited is None else visited
+    _first_visit(str(root), visited)  # a link up to the root or to a class: not walked again
+    walked = [folder for folder in folders if _first_visit(str(root / folder), visited)]
     if classes is None:
         classes = folders
     unknown = sorted(set(folders) - set(classes))
@@ -44,7 +55,9 @@ def scan_image_folder(
     label_of = {name: label for label, name in enumerate(classes)}
     entries: list[FileEntry] = []
     for folder in folders:
-        found = list(_image_files(root / folder, label_of[folder]))
+        found = (
+            list(_image_files(root / folder, label_of[folder], visited)) if folder in walked else []
+        )
         if not any(entry.size > 0 for entry in found):
             detail = f" (only {len(found)} empty or unreadable files)" if found else ""
             raise DataError(f"class folder {root / folder} has no images{detail}")
@@ -67,9 +80,11 @@ def class_folders(root: Path) -> list[str]:
     return folders
 
 
-def scan_train_folder(root: Path, val_only: bool) -> tuple[list[str], list[FileEntry] | None]:
+def scan_train_folder(
+    root: Path, val_only: bool, visited: set[tuple[int, int]] | None = None
+) -> tuple[list[str], list[FileEntry] | None]:
     """`scan_image_folder(root)` of a train/ tree; val_only: its class folders only, no entries."""
-    return (class_folders(root), None) if val_only else scan_image_folder(root)
+    return (class_folders(root), None) if val_only else scan_image_folder(root, None, visited)
 
 
 def split_counts(train: FileSource | None, val: FileSource, val_note: str = "") -> str:
@@ -80,9 +95,15 @@ def split_counts(train: FileSource | None, val: FileSource, val_note: str = "") 
     return f"{len(train)} train, {len(val)} val{val_note}{empty_files_note(train, val)}"
 
 
-def _image_files(folder: Path, label: int):
+def _image_files(folder: Path, label: int, visited: set[tuple[int, int]]):
+    """FileEntry of every image file below `folder` (visited already), sorted; links followed,
+    each folder below entered once."""
     for directory, subfolders, names in os.walk(folder, followlinks=True):
-        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        subfolders[:] = [
+            name
+            for name in sorted(subfolders)
+            if not name.startswith(".") and _first_visit(os.path.join(directory, name), visited)
+        ]
         for name in sorted(names):
             if is_image_name(name) and not name.startswith("."):
                 path = os.path.join(directory, name)
@@ -94,6 +115,28 @@ def _image_files(folder: Path, label: int):
                 yield FileEntry(path, label, stat.st_size, stat.st_mtime_ns)
 
 
+def _first_visit(folder: str, visited: set[tuple[int, int]]) -> bool:
+    """Mark `folder` visited; False (with a warning) when it was already, or cannot be looked at."""
+    try:
+        status = os.stat(folder)
+    except OSError:
+        return False  # a dangling link to a folder, or no permission: nothing below to list
+    identity = (status.st_dev, status.st_ino)
+    if identity in visited:
+        log.warning(
+            "skipping %s: a folder already scanned (a link loop, or a second path to it)",
+            printable(folder),
+        )
+        return False
+    visited.add(identity)
+    return True
+
+
+def printable(path: str) -> str:
+    """A path safe to print: bytes that are not UTF-8 shown as backslash escapes."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def find_image_files(arguments: Sequence[str]) -> list[str]:
     """The image files that command-line arguments name, in order, each once.
 
@@ -102,6 +145,7 @@ def find_image_files(arguments: Sequence[str]) -> list[str]:
     (`**` crosses folders) whose matching image files and folders are taken the same way.
     """
     found: list[str] = []
+    visited: set[tuple[int, int]] = set()
     for argument in arguments:
         is_pattern = not os.path.exists(argument)
         matches = sorted(glob.glob(argument, recursive=True)) if is_pattern else [argument]
@@ -109,7 +153,8 @@ def find_image_files(arguments: Sequence[str]) -> list[str]:
             raise DataError(f"{argument}: no such file or folder")
         for match in matches:
             if os.path.isdir(match):
-                found += [entry.path for entry in _image_files(Path(match), label=0)]
+                if _first_visit(match, visited):
+                    found += [entry.path for entry in _image_files(Path(match), 0, visited)]
             elif not is_pattern or is_image_name(os.path.basename(match)):
                 found.append(match)
     if not found:
@@ -122,8 +167,9 @@ def open_folder_pair(root: Path, *, val_only: bool = False) -> Splits:
 
     val_only: train/ gives only its class folders' names, and Splits.train is None.
     """
-    classes, train_entries = scan_train_folder(root / "train", val_only)
-    _, val_entries = scan_image_folder(root / "val", classes)
+    visited: set[tuple[int, int]] = set()  # a val/ folder linked into train/ is entered once
+    classes, train_entries = scan_train_folder(root / "train", val_only, visited)
+    _, val_entries = scan_image_folder(root / "val", classes, visited)
     train = None
     if train_entries is not None:
         train = FileSource(f"image folder {root / 'train'}", classes, train_entries)

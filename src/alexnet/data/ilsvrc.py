@@ -50,11 +50,12 @@ def open_ilsvrc(root: Path, *, val_only: bool = False) -> Splits:
 
     val_only: train/ gives only its class folders' names, and Splits.train is None.
     """
-    wnids, train_entries = scan_train_folder(root / "train", val_only)
+    visited: set[tuple[int, int]] = set()  # each folder entered once (data/folder.py)
+    wnids, train_entries = scan_train_folder(root / "train", val_only, visited)
     names = class_names(wnids)
     val_dir = root / "val"
     if any(entry.is_dir() and WNID.fullmatch(entry.name) for entry in os.scandir(val_dir)):
-        _, val_entries = scan_image_folder(val_dir, wnids)
+        _, val_entries = scan_image_folder(val_dir, wnids, visited)
         label_origin = "wnid folders"
     else:
         val_entries, label_origin = _flat_val_entries(root, val_dir, wnids)

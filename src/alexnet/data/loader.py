@@ -123,7 +123,7 @@ def collate_skipping_none(batch: list) -> tuple[torch.Tensor, torch.Tensor, int]
 def seed_worker(worker_id: int, *, seed: int, epoch: int) -> None:
     """Seeds torch, numpy and random in a loader worker from (seed, epoch, worker id).
 
-    Workers ignore SIGINT and SIGTERM: the main process decides when to stop (preemption.py)
+    Workers ignore SIGINT and SIGTERM: the main process decides when to stop (run/preemption.py)
     and finishes its step with the batches they made.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)

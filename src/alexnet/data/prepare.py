@@ -15,7 +15,6 @@ rewritten: the command refuses it.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -32,6 +31,7 @@ from tqdm import tqdm
 from alexnet.data.dataset import DataError, ImageSource, Splits
 from alexnet.data.loader import default_workers
 from alexnet.data.prepare_chunks import ChunkResults
+from alexnet.data.sources import source_path
 from alexnet.data.stats import StatsSums
 from alexnet.data.store import (
     ENCODINGS,
@@ -46,7 +46,13 @@ from alexnet.data.store import (
     index_path,
     is_store,
 )
-from alexnet.files import remove_temporaries, write_atomically, write_text_atomically
+from alexnet.files import (
+    FolderLock,
+    inside,
+    remove_temporaries,
+    write_atomically,
+    write_text_atomically,
+)
 
 log = logging.getLogger("alexnet.data")
 CHUNK = 64  # images per task handed to a worker
@@ -88,11 +94,18 @@ def prepare_store(
     or a split without one readable image.
     """
     settings.check()
+    source = source_path(settings.source)
+    if source is not None and (inside(destination, source) or inside(source, destination)):
+        raise DataError(
+            f"the store {destination} and the data {source} must not contain one another: "
+            "choose a destination outside the source"
+        )
     if isinstance(splits.val, PreparedSource):
         raise DataError(f"{settings.source} is a prepared store already")
     job = {"format": STORE_FORMAT, **settings.__dict__, "classes": splits.classes}
     job["fingerprints"] = {split: _source(splits, split).fingerprint() for split in SPLITS}
-    with _locked(destination):
+    busy = DataError(f"another alexnet prepare is writing {destination}")
+    with FolderLock(destination, LOCK, busy):
         return _write_store(splits, destination, settings, job, workers, progress)
 
 
@@ -139,29 +152,6 @@ def _source(splits: Splits, split: str) -> ImageSource:
 LOCK = ".prepare.lock"  # held while a prepare writes; removed when it ends
 
 
-class _locked:
-    """Holds an exclusive lock on `destination` (made if need be), so that a second
-    `alexnet prepare` into it stops at once instead of writing the same files. A POSIX lock on
-    a file in it: the kernel drops it when the process dies, and forked workers never hold it."""
-
-    def __init__(self, destination: Path):
-        destination.mkdir(parents=True, exist_ok=True)
-        self.destination = destination
-        self.file = open(destination / LOCK, "a")  # noqa: SIM115 (closed in __exit__)
-        try:
-            fcntl.lockf(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.file.close()
-            raise DataError(f"another alexnet prepare is writing {destination}") from None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exception) -> None:
-        (self.destination / LOCK).unlink(missing_ok=True)  # the folder as it was, or the store
-        self.file.close()  # releases the lock
-
-
 def _finish_tidying_or_refuse(destination: Path, job: dict[str, Any]) -> bool:
     """True when `destination` is this very store, killed only while tidying up (which this
     finishes); a finished store otherwise is refused. False when it is not finished."""
@@ -186,7 +176,7 @@ def _start_or_resume(destination: Path, job: dict[str, Any]) -> None:
         log.info("prepare: resuming the unfinished store at %s", destination)
         return
     others = [path for path in destination.iterdir() if not _left_by_a_start(path.name)]
-    if others:  # the folder itself exists: _locked made it
+    if others:  # the folder itself exists: the lock made it
         raise DataError(f"{destination} exists and is not empty; give a new or empty folder")
     remove_temporaries(destination)
     write_text_atomically(destination / JOB, json.dumps(job, indent=1) + "\n")

@@ -4,6 +4,9 @@ validation images.
 SOURCE is one of
 - `digits`: scikit-learn's digits (the default; nothing to download);
 - `cifar10:PATH`: CIFAR-10's python pickles, PATH = cifar-10-batches-py or its parent;
+- `fashion-mnist`, `mnist`, `fashion-mnist:PATH`, `mnist:PATH`: the four IDX files (idx.py),
+  from PATH, or without one from the Debian package's folder (Fashion-MNIST) or the cache folder
+  a download went to;
 - a folder holding `train/` and `val/`: ILSVRC-2012 as distributed (§2; recognised by wnid class
   folders, n + 8 digits) or any image folders split that way;
 - a single image-folder tree `root/<class>/<image>`: a seeded, stratified fraction is held out
@@ -23,11 +26,13 @@ from alexnet.data.cifar import open_cifar10
 from alexnet.data.dataset import DataError, Splits
 from alexnet.data.digits import open_digits
 from alexnet.data.folder import open_folder_pair, open_folder_tree
+from alexnet.data.idx import IDX_DATA_SETS, open_idx
 from alexnet.data.ilsvrc import is_ilsvrc_train, open_ilsvrc
 from alexnet.data.store import is_store, is_unfinished_store, open_store
 from alexnet.recipe import DataRecipe
 
 CIFAR_PREFIX = "cifar10:"
+PATH_PREFIXES = (CIFAR_PREFIX, *(f"{name}:" for name in IDX_DATA_SETS))  # NAME:PATH sources
 
 
 def open_source(
@@ -41,9 +46,9 @@ def open_source(
     """The Splits for `spec`; a missing path, no images or an empty class folder: DataError.
 
     val_fraction: held out of a single image-folder tree; seed: that split's (and the digits
-    test split's) seed; download: fetch CIFAR-10 if it is not at PATH; val_only: train None,
-    and no training image is read where the validation set does not depend on them (the val
-    source and the classes are those of a full open).
+    test split's) seed; download: fetch CIFAR-10, Fashion-MNIST or MNIST if it is not found;
+    val_only: train None, and no training image is read where the validation set does not
+    depend on them (the val source and the classes are those of a full open).
     """
     if spec == "digits":
         return _without_train(open_digits(seed), val_only)
@@ -54,10 +59,18 @@ def open_source(
                 "cifar10:PATH needs a path (the cifar-10-batches-py folder or its parent)"
             )
         return open_cifar10(Path(path).expanduser(), download, val_only=val_only)
+    name, colon, path = spec.partition(":")
+    if name in IDX_DATA_SETS:
+        data_set = IDX_DATA_SETS[name]
+        if colon and not path:
+            raise DataError(f"{name}:PATH needs a path (the folder of the IDX files)")
+        folder = Path(path).expanduser() if path else None
+        return open_idx(data_set, folder, download, val_only=val_only)
     root = Path(spec).expanduser()
     if not root.is_dir():
         raise DataError(
-            f"data source {spec!r} not found: expected digits, cifar10:PATH or an image folder"
+            f"data source {spec!r} not found: expected digits, cifar10:PATH, fashion-mnist[:PATH], "
+            "mnist[:PATH] or an image folder"
         )
     if is_store(root):
         return open_store(root, val_only=val_only)
@@ -84,12 +97,23 @@ def _without_train(splits: Splits, val_only: bool) -> Splits:
 
 def absolute_source(spec: str) -> str:
     """`spec` with its path made absolute, so a run's recipe works from any folder."""
-    if spec == "digits":
+    if spec == "digits" or spec in IDX_DATA_SETS:
         return spec
-    if spec.startswith(CIFAR_PREFIX):
-        path = spec[len(CIFAR_PREFIX) :]
-        return CIFAR_PREFIX + os.path.abspath(os.path.expanduser(path)) if path else spec
+    for prefix in PATH_PREFIXES:
+        if spec.startswith(prefix):
+            path = spec[len(prefix) :]
+            return prefix + os.path.abspath(os.path.expanduser(path)) if path else spec
     return os.path.abspath(os.path.expanduser(spec))
+
+
+def source_path(spec: str) -> Path | None:
+    """The file-system path a source reads (its folder), or None for one without a path."""
+    if spec == "digits" or spec in IDX_DATA_SETS:
+        return None
+    for prefix in PATH_PREFIXES:
+        if spec.startswith(prefix):
+            return Path(spec[len(prefix) :]).expanduser() if spec[len(prefix) :] else None
+    return Path(spec).expanduser()
 
 
 def open_splits(recipe: DataRecipe, *, download: bool = False, val_only: bool = False) -> Splits:

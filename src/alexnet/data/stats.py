@@ -23,6 +23,7 @@ import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -32,10 +33,12 @@ from alexnet.data.dataset import DataError, ImageSource
 from alexnet.data.lighting import rgb_pca
 from alexnet.data.loader import default_workers
 from alexnet.files import write_atomically
+from alexnet.recipe import MAX_IMAGE_SIZE
 
 log = logging.getLogger("alexnet.data")
 STATS_VERSION = 2  # part of the cache key: change it when the computation changes
 BATCH_SIZE = 32
+UNREADABLE_CACHE = (OSError, RuntimeError, EOFError, KeyError, pickle.UnpicklingError, DataError)
 MIN_CHANNEL_STD = 1.0  # grey levels: a constant channel must not divide by zero
 
 
@@ -60,14 +63,35 @@ class DataStats:
         }
 
     @classmethod
-    def from_state_dict(cls, state: dict[str, torch.Tensor | int]) -> DataStats:
-        return cls(
-            image_size=int(state["image_size"]),
-            mean_image=state["mean_image"].float(),
-            channel_std=state["channel_std"].float(),
-            eigenvalues=state["eigenvalues"].float(),
-            eigenvectors=state["eigenvectors"].float(),
-        )
+    def from_state_dict(cls, state: Any, where: str = "data statistics") -> DataStats:
+        """The statistics in `state`, checked before use: every tensor present, of the shape
+        the image size gives, finite, the std positive and the eigenvalues not negative;
+        anything else is one DataError line naming `where` (the file) and the field."""
+        if not isinstance(state, dict):
+            raise DataError(f"{where}: data_stats is not a dictionary of tensors")
+        size = state.get("image_size")
+        if isinstance(size, torch.Tensor) and size.numel() == 1:
+            size = int(size)
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_IMAGE_SIZE:
+            raise DataError(
+                f"{where}: data_stats.image_size={size!r} is not a size in 1..{MAX_IMAGE_SIZE}"
+            )
+        shapes = {"mean_image": (3, size, size), "channel_std": (3,), "eigenvalues": (3,),
+                  "eigenvectors": (3, 3)}  # fmt: skip
+        for name, shape in shapes.items():
+            tensor = state.get(name)
+            if not isinstance(tensor, torch.Tensor):
+                raise DataError(f"{where}: data_stats.{name} is missing")
+            if tuple(tensor.shape) != shape:
+                raise DataError(
+                    f"{where}: data_stats.{name} is {tuple(tensor.shape)}, expected {shape} for "
+                    f"{size} px images"
+                )
+            if not tensor.is_floating_point() or not torch.isfinite(tensor).all():
+                raise DataError(f"{where}: data_stats.{name} holds values that are not finite")
+        if not (state["channel_std"] > 0).all() or (state["eigenvalues"] < 0).any():
+            raise DataError(f"{where}: data_stats.channel_std must be > 0 and eigenvalues >= 0")
+        return cls(size, *(state[name].float() for name in shapes))
 
 
 def stats_cache_dir() -> Path:
@@ -165,8 +189,8 @@ def compute_stats(
             try:
                 state = torch.load(cache_file, weights_only=True)
                 log.info("data statistics: read from %s", cache_file)
-                return DataStats.from_state_dict(state)
-            except (OSError, RuntimeError, EOFError, pickle.UnpicklingError, KeyError) as error:
+                return DataStats.from_state_dict(state, str(cache_file))
+            except UNREADABLE_CACHE as error:
                 log.warning(
                     "data statistics: cannot read %s (%s); computing again", cache_file, error
                 )

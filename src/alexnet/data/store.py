@@ -29,6 +29,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from alexnet.data.dataset import DataError, ImageSource, Splits
 from alexnet.data.stats import DataStats
+from alexnet.recipe import MAX_IMAGE_SIZE
 
 STORE_FORMAT = 1  # store.json's "format"; a store of another format is refused
 MANIFEST = "store.json"  # written last: its presence marks a finished store
@@ -60,12 +61,60 @@ def read_manifest(root: Path) -> dict[str, Any]:
         manifest = json.loads((root / MANIFEST).read_text())
     except (OSError, ValueError) as error:
         raise DataError(f"cannot read the prepared store's {root / MANIFEST}: {error}") from None
-    if manifest.get("format") != STORE_FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != STORE_FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
         raise DataError(
-            f"{root} is a prepared store of format {manifest.get('format')!r}; this version "
+            f"{root} is a prepared store of format {found!r}; this version "
             f"reads format {STORE_FORMAT}: prepare it again"
         )
+    return _checked_manifest(manifest, root / MANIFEST)
+
+
+def _checked_manifest(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The one validation step of store.json: every field a reader uses, of the right type
+    and range; anything else is one DataError naming the file and the field."""
+
+    def refuse(field: str, expected: str):
+        raise DataError(f"{path}: {field}={manifest.get(field)!r} is not {expected}")
+
+    size, classes = manifest.get("image_size"), manifest.get("classes")
+    if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_IMAGE_SIZE:
+        refuse("image_size", f"a size in 1..{MAX_IMAGE_SIZE}")
+    if manifest.get("encoding") not in ENCODINGS:
+        refuse("encoding", f"one of {', '.join(ENCODINGS)}")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        refuse("classes", "a list of class names")
+    for field in ("images", "skipped"):
+        if not isinstance(manifest.get(field), dict) or set(manifest[field]) != set(SPLITS):
+            refuse(field, f"an entry for each of {', '.join(SPLITS)}")
+    if not all(isinstance(n, int) and n >= 0 for n in manifest["images"].values()):
+        refuse("images", "counts of images")
+    for field in ("source", "fingerprint"):
+        if not isinstance(manifest.get(field), str):
+            refuse(field, "text")
     return manifest
+
+
+def _checked_index(rows: np.ndarray, path: Path, data_bytes: int, manifest: dict, split: str):
+    """The one validation step of SPLIT.index: as many rows as store.json counts, each image's
+    bytes inside SPLIT.bin, each label one of the classes."""
+    if len(rows) != manifest["images"][split]:
+        raise DataError(f"{path}: {len(rows)} images, store.json says {manifest['images'][split]}")
+    offsets, lengths, labels = rows[:, 0], rows[:, 1], rows[:, 2]
+    bad = (offsets < 0) | (lengths <= 0) | (offsets + lengths > data_bytes)
+    if bad.any():
+        row = int(bad.argmax())
+        raise DataError(
+            f"{path}: image {row} (offset {offsets[row]}, length {lengths[row]}) lies outside "
+            f"{path.with_suffix('.bin').name} ({data_bytes} bytes)"
+        )
+    bad = (labels < 0) | (labels >= len(manifest["classes"]))
+    if bad.any():
+        row = int(bad.argmax())
+        raise DataError(
+            f"{path}: image {row} has label {labels[row]}, outside the "
+            f"{len(manifest['classes'])} classes"
+        )
 
 
 def fingerprint_of(root: Path) -> str:
@@ -83,7 +132,15 @@ class PreparedSource(ImageSource):
     on first use, so loader workers share the page cache instead of copying."""
 
     def __init__(self, root: Path, split: str, manifest: dict[str, Any]):
-        rows = np.fromfile(index_path(root, split), dtype="<i8").reshape(-1, 3)
+        try:
+            data = np.fromfile(index_path(root, split), dtype="<i8")
+            data_bytes = bin_path(root, split).stat().st_size
+        except OSError as error:
+            raise DataError(f"cannot read the prepared store's {split} split: {error}") from None
+        if len(data) % 3:
+            raise DataError(f"{index_path(root, split)}: not whole rows of (offset, length, label)")
+        rows = data.reshape(-1, 3)
+        _checked_index(rows, index_path(root, split), data_bytes, manifest, split)
         super().__init__(f"prepared store {root} ({split})", list(manifest["classes"]), rows[:, 2])
         self.offsets, self.lengths = rows[:, 0], rows[:, 1]
         self.bin_file = bin_path(root, split)
@@ -135,15 +192,19 @@ class PreparedSource(ImageSource):
     def stored_stats(self, image_size: int) -> DataStats | None:
         if image_size != self.prepared_size:
             return None
-        return read_stats(self.stats_file)
+        return read_stats(self.stats_file, self.prepared_size)
 
     def fingerprint(self) -> str:
         return self._fingerprint
 
 
-def read_stats(path: Path) -> DataStats:
-    tensors = load_file(path)
-    return DataStats.from_state_dict({**tensors, "image_size": tensors["mean_image"].shape[-1]})
+def read_stats(path: Path, image_size: int) -> DataStats:
+    """The store's statistics, checked (DataStats.from_state_dict) to be of its image size."""
+    try:
+        tensors = load_file(path)
+    except Exception as error:  # safetensors raises its own kinds for a damaged file
+        raise DataError(f"cannot read the prepared store's {path}: {error}") from None
+    return DataStats.from_state_dict({**tensors, "image_size": image_size}, str(path))
 
 
 def open_store(root: Path, *, val_only: bool = False) -> Splits:

@@ -22,6 +22,8 @@ from alexnet.analysis.report import Section, Table, write_report
 from alexnet.files import write_text_atomically
 from alexnet.recipe import Recipe, apply_overrides, assign, load_recipe
 from alexnet.run import checkpoint
+from alexnet.run import folder as run_folder
+from alexnet.run.folder import read_metrics
 from alexnet.train import fit
 
 log = logging.getLogger("alexnet")
@@ -64,8 +66,8 @@ def train_or_resume(recipe: Recipe, run_dir: Path, progress: bool) -> dict:
     if saved is None or saved["epoch"] < recipe.schedule.epochs:
         log.info("ablation run %s", run_dir)
         fit(recipe, run_dir, resume_from=saved, progress=progress)
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return json.loads(lines[recipe.schedule.epochs - 1])
+    records = read_metrics(run_dir / "metrics.jsonl", recipe.schedule.epochs)
+    return records[-1]
 
 
 def run_ablations(
@@ -78,8 +80,13 @@ def run_ablations(
     progress: bool = False,
 ) -> dict:
     """Train (or resume) every ablation for every seed; write ablations.md, .json, report.html.
-    overrides: `--set` assignments; fields: typed values for recipe fields (the CLI's flags)."""
-    overrides, fields = overrides or [], fields or {}
+    overrides: `--set` assignments; fields: typed values for recipe fields (the CLI's flags).
+    `out` is locked meanwhile (a second run of the experiment there is turned away)."""
+    with run_folder.lock(out):
+        return _run_ablations(out, base, seeds, overrides or [], fields or {}, progress)
+
+
+def _run_ablations(out, base, seeds, overrides, fields, progress) -> dict:
     results = {}
     for ablation in ABLATIONS:
         records = [

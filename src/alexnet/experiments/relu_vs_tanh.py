@@ -37,6 +37,7 @@ from alexnet.analysis.report import Section, Table, write_report
 from alexnet.data import DataError, ImageSource, open_source
 from alexnet.files import write_text_atomically
 from alexnet.placement.device import resolve_device
+from alexnet.run import folder as run_folder
 
 log = logging.getLogger("alexnet")
 
@@ -221,8 +222,15 @@ def run_experiment(
     seed: int = 0,
     device: str = "auto",
 ) -> dict:
-    """Sweep, train ReLU and tanh, write relu-vs-tanh.png, relu-vs-tanh.json and report.html."""
+    """Sweep, train ReLU and tanh, write relu-vs-tanh.png, relu-vs-tanh.json and report.html;
+    `out` is locked meanwhile (a second experiment there is turned away)."""
     splits = open_source(source, seed=seed)
+    with run_folder.lock(out):
+        return _run_experiment(splits, out, epochs, sweep_epochs, lrs, target, batch_size, seed,
+                               device)  # fmt: skip
+
+
+def _run_experiment(splits, out, epochs, sweep_epochs, lrs, target, batch_size, seed, device):
     data = TrainingSet.from_source(splits.train)
     place = resolve_device(device)
     options = dict(batch_size=batch_size, seed=seed, device=place)
@@ -247,7 +255,6 @@ def run_experiment(
     result["ratio_epochs"] = tanh / relu if relu and tanh else None
     relu_s, tanh_s = result["relu"]["seconds_to_target"], result["tanh"]["seconds_to_target"]
     result["ratio_seconds"] = tanh_s / relu_s if relu_s and tanh_s else None
-    out.mkdir(parents=True, exist_ok=True)
     plot_training_error(curves, out / "relu-vs-tanh.png", target)
     write_text_atomically(out / "relu-vs-tanh.json", json.dumps(result, indent=2) + "\n")
     _write_report(result, out)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from alexnet.data.dataset import DataError
+from alexnet.data.stats import DataStats
 from alexnet.errors import UserError
 from alexnet.files import write_atomically
 from alexnet.model import AlexNet
@@ -73,16 +74,36 @@ def load(path: Path | str, *, prefer: str = "last.pt") -> dict[str, Any]:
 
 
 def checked(state: Any, path: Path | str) -> dict[str, Any]:
-    """`state` with `state["path"]` set, once it holds every REQUIRED_KEY and a readable recipe;
-    also for networks read from other formats (export.py)."""
+    """`state` with `state["path"]` set, once every value a run, an evaluation or a prediction
+    reads from it has been checked: the one validation step of a checkpoint, also for networks
+    read from other formats (export.py). Anything wrong is one CheckpointError naming the file
+    and the field, before any work starts."""
     missing = [key for key in REQUIRED_KEYS if not isinstance(state, dict) or key not in state]
     if missing:
         raise CheckpointError(f"{path} is not an alexnet checkpoint (no {', '.join(missing)})")
     state["path"] = str(path)
     try:
-        recipe_of(state)
-    except (RecipeError, TypeError, AttributeError) as error:
+        recipe = recipe_of(state)
+    except (RecipeError, TypeError, AttributeError, ValueError) as error:
         raise CheckpointError(f"{path} holds a recipe this version cannot read: {error}") from None
+    classes, model = state["classes"], state["model"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise CheckpointError(f"{path}: classes is not a list of class names")
+    if not isinstance(model, dict) or not all(isinstance(t, torch.Tensor) for t in model.values()):
+        raise CheckpointError(f"{path}: model is not a dictionary of tensors")
+    for key in ("epoch", "step"):
+        value = state.get(key, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CheckpointError(f"{path}: {key}={value!r} is not a whole number >= 0")
+    try:
+        stats = DataStats.from_state_dict(state["data_stats"], str(path))
+    except DataError as error:
+        raise CheckpointError(str(error)) from None
+    if stats.image_size != recipe.data.image_size:
+        raise CheckpointError(
+            f"{path}: data_stats are of {stats.image_size} px images, its recipe's "
+            f"data.image_size is {recipe.data.image_size}"
+        )
     return state
 
 

@@ -1,12 +1,18 @@
-"""The run folder (§5's training leaves one): its log, metrics.jsonl, and whether it can resume.
+"""The run folder (§5's training leaves one): whose it is, its lock, its log, metrics.jsonl, and
+whether it can resume.
 
-Only rank 0 of a data-parallel run writes here. A line of `metrics.jsonl` is appended after each
-epoch, before that epoch's checkpoint; resuming keeps the lines its checkpoint covers and drops
-the rest, including a line half-written when the process was killed.
+A run folder belongs to one run. `claim` lets training write only into a new or empty folder, or
+one holding nothing but a run's own files (to resume it), and refuses anything else before a
+byte is written. `lock` is held while one process writes there (training, the report, an
+export into it): a second one stops at once. Only rank 0 of a data-parallel run writes here.
+A line of `metrics.jsonl` is appended after each epoch, before that epoch's checkpoint;
+`read_metrics` drops a line half-written when the process was killed (with a warning), and
+resuming also drops the lines its checkpoint does not cover.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -15,6 +21,7 @@ from typing import Any
 
 from alexnet.data.sources import absolute_source
 from alexnet.errors import UserError
+from alexnet.files import FolderLock
 from alexnet.recipe import Recipe, RecipeError
 from alexnet.run import checkpoint
 
@@ -27,8 +34,69 @@ class RunError(UserError):
     """A run folder that cannot be used as asked (already holds a run, or holds none)."""
 
 
+LOCK = ".alexnet.lock"  # held by the one process writing the folder
+RUN_FILES = {  # what training, the report, eval, export and the demo write into a run folder
+    "recipe.json", "metrics.jsonl", "last.pt", "best.pt", "curves.png", "conv1.png", "train.log",
+    "tensorboard", "report.html", "top5.png", "neighbours.png", "codes.json", "features",
+    "samples", LOCK,
+}  # fmt: skip
+RUN_FILE_SUFFIXES = (".safetensors", ".onnx")  # exports beside the checkpoints
+
+
+def is_run_file(name: str) -> bool:
+    """A name a run folder holds: a run's own file, an eval-*.json, an export, or the temporary
+    file of an atomic write of one of them (`.NAME.*.tmp`)."""
+    if name.startswith(".") and name.endswith(".tmp"):
+        return any(name.startswith(f".{own}.") for own in RUN_FILES)
+    return (
+        name in RUN_FILES
+        or (name.startswith("eval-") and name.endswith(".json"))
+        or name.endswith(RUN_FILE_SUFFIXES)
+    )
+
+
+def claim(run_dir: Path, *, resuming: bool) -> None:
+    """Refuse, before anything is written, a folder that is not this run's: a file, a folder
+    holding anything but a run's files, or (unless resuming) a folder that holds a run."""
+    if not run_dir.exists():
+        return
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir} is a file, not a run folder; give a new or empty folder")
+    strangers = sorted(path.name for path in run_dir.iterdir() if not is_run_file(path.name))
+    if strangers:
+        more = f" and {len(strangers) - 3} more" if len(strangers) > 3 else ""
+        raise RunError(
+            f"{run_dir} is not a run folder (it holds {', '.join(strangers[:3])}{more}); give a "
+            "new or empty folder"
+        )
+    if not resuming and (run_dir / "last.pt").exists():
+        raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir}")
+
+
+def lock(run_dir: Path) -> FolderLock:
+    """The run folder's lock, held until released; another holder: one RunError line."""
+    busy = RunError(
+        f"{run_dir} is in use by another alexnet process (training, a report, an export or an "
+        "experiment); wait for it to end"
+    )
+    return FolderLock(run_dir, LOCK, busy)
+
+
+def lock_if_a_run(folder: Path) -> contextlib.AbstractContextManager:
+    """`lock(folder)` when the folder holds a run (an export written into it), else nothing."""
+    holds_a_run = (folder / "recipe.json").is_file() or (folder / "last.pt").is_file()
+    return lock(folder) if holds_a_run else contextlib.nullcontext()
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete what a killed atomic write of a run's file left (`.NAME.*.tmp`), nothing else."""
+    for path in run_dir.glob(".*.tmp"):
+        if is_run_file(path.name):
+            path.unlink(missing_ok=True)
+
+
 def attach_log_file(run_dir: Path) -> logging.Handler:
-    handler = logging.FileHandler(run_dir / "train.log")
+    handler = logging.FileHandler(run_dir / "train.log", errors="backslashreplace")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     log.addHandler(handler)
     if log.level == logging.NOTSET:
@@ -36,8 +104,9 @@ def attach_log_file(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
-    """The epochs a checkpoint covers; lines written after it, or cut short by a kill, drop."""
+def read_metrics(path: Path, up_to_epoch: float = float("inf")) -> list[dict[str, Any]]:
+    """metrics.jsonl's records up to `up_to_epoch` (a checkpoint's: lines written after it drop);
+    a line cut short by a kill is dropped with a warning. No file: no records."""
     if not path.exists():
         return []
     records = []
@@ -45,6 +114,8 @@ def read_metrics(path: Path, up_to_epoch: int) -> list[dict[str, Any]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
             log.warning("%s line %d is cut short (a kill mid-write?); dropped", path, number)
             continue
         if record["epoch"] <= up_to_epoch:

@@ -22,15 +22,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from alexnet.analysis.report import write_report_after_training, write_run_report
-from alexnet.cli.args import DATA_HELP, add_run_flags, positive_int
+from alexnet.cli.args import DATA_HELP, SEED, add_run_flags, positive_int
 from alexnet.cli.experiments import add_experiment_commands, add_report_command
 from alexnet.cli.prepare import add_prepare_command
 from alexnet.data import DataError, open_splits
-from alexnet.data.folder import find_image_files
+from alexnet.data.folder import find_image_files, printable
 from alexnet.errors import TrainingDiverged, UserError
 from alexnet.evaluate import evaluate_checkpoint
 from alexnet.export import import_torchvision, write_onnx, write_safetensors
-from alexnet.files import write_text_atomically
+from alexnet.files import OverwritesInput, refuse_overwriting, same_file, write_text_atomically
 from alexnet.inference import (
     load,
     read_saved_network,
@@ -40,6 +40,7 @@ from alexnet.inference import (
 from alexnet.placement.ranks import Ranks
 from alexnet.recipe import PRESETS, Recipe, apply_overrides, assign, load_recipe, preset
 from alexnet.run import checkpoint
+from alexnet.run import folder as run_folder
 from alexnet.train import fit
 
 log = logging.getLogger("alexnet")
@@ -131,8 +132,18 @@ def _print_next_steps(run_dir: Path, summary: dict) -> None:
     print(f"predict:    alexnet predict {run_dir} IMAGE...")
 
 
+def _checkpoints_beside(path: str | Path) -> list[Path]:
+    """A saved network's file and the checkpoints of its run folder: what an output must not
+    replace."""
+    path = Path(path)
+    return [path, *(path.parent / name for name in ("last.pt", "best.pt"))]
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     state = checkpoint.load(args.target, prefer="best.pt")
+    path = Path(state["path"])
+    json_path = Path(args.json) if args.json else path.with_name(f"eval-{path.stem}.json")
+    refuse_overwriting([json_path], _checkpoints_beside(path))
     description, results = evaluate_checkpoint(
         state,
         data=args.data,
@@ -149,9 +160,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"{name:<13}{100 * result['top1_error']:>9.2f}%{100 * result['top5_error']:>10.2f}%"
             f"{result['loss']:>9.4f}{result['images']:>8}"
         )
-    path = Path(state["path"])
     report = {"checkpoint": str(path), "epoch": state["epoch"], "data": args.data, **results}
-    json_path = Path(args.json) if args.json else path.with_name(f"eval-{path.stem}.json")
     write_text_atomically(json_path, json.dumps(report, indent=2) + "\n")
     print(f"written: {json_path}")
     return 0
@@ -160,6 +169,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     net = load(args.checkpoint, device=args.device or "auto", batch_size=args.batch_size)
     paths = find_image_files(args.images)
+    refuse_overwriting([args.csv, args.json], [*_checkpoints_beside(net.path), *paths])
+    if args.csv and args.json and same_file(args.csv, args.json):
+        raise OverwritesInput(f"--csv and --json both name {args.csv}; give two files")
     predictions = net.predict_files(
         paths,
         top=args.top,
@@ -175,7 +187,7 @@ def _predict(args: argparse.Namespace) -> int:
         rows.append((path, prediction))
         if not (args.csv or args.json):
             lines = [f"  {100 * p:6.2f}%  {c}" for c, p in zip(*prediction, strict=True)]
-            tqdm.write("\n".join([path, *lines]))
+            tqdm.write("\n".join([printable(path), *lines]))
     if not rows:
         raise DataError(f"no readable images among {len(paths)} files ({len(skipped)} skipped)")
     if args.csv:
@@ -194,7 +206,9 @@ def _export(args: argparse.Namespace) -> int:
     state = read_saved_network(Path(args.target))
     path = Path(state["path"])
     out = Path(args.out) if args.out else path.with_suffix(f".{args.format}")
-    EXPORTERS[args.format](state, out)
+    refuse_overwriting([out], _checkpoints_beside(path))
+    with run_folder.lock_if_a_run(out.parent):
+        EXPORTERS[args.format](state, out)
     print(f"written: {out} ({out.stat().st_size / 1e6:.1f} MB, {args.format}, from {path})")
     return 0
 
@@ -264,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="epochs to train (paper: 90)")
     train.add_argument("--lr", type=float, help="initial learning rate ε (paper: 0.01)")
     train.add_argument(
-        "--seed", type=int, help="seed for the model, split, batches and augmentation"
+        "--seed", type=SEED, help="seed for the model, split, batches and augmentation"
     )
     train.add_argument(
         "--no-compile",
@@ -273,7 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last.pt")
     train.add_argument(
-        "--download", action="store_true", help="fetch CIFAR-10 if cifar10:PATH does not hold it"
+        "--download",
+        action="store_true",
+        help="fetch CIFAR-10, Fashion-MNIST or MNIST through torchvision if not found",
     )
     train.add_argument(
         "--set",

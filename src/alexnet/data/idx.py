@@ -1,0 +1,254 @@
+"""Fashion-MNIST and MNIST in their IDX files: 70,000 28×28 grey images in 10 classes each.
+
+Neither is in the paper; like CIFAR-10 they are small data sets for the whole pipeline,
+upsampled by the recipe's image size. A folder holds the four standard files
+`train-images-idx3-ubyte`, `train-labels-idx1-ubyte` (60,000 training images),
+`t10k-images-idx3-ubyte` and `t10k-labels-idx1-ubyte` (10,000, used for validation), each
+plain or gzipped (`.gz`). Without a path, Fashion-MNIST is read from the Debian package's folder
+(`apt-get install dataset-fashion-mnist`); either set is read from the cache folder
+(`$ALEXNET_CACHE`, default `~/.cache/alexnet`) once downloaded there, and downloaded (with
+torchvision, into PATH or that cache folder) only when asked. Opened for validation only, the
+training files are not read.
+
+Every header is checked (magic number: unsigned bytes, 3 dimensions for images and 1 for
+labels), the data must be exactly as long as the header's dimensions say, images and labels must
+agree in number and labels lie in 0..9: anything else is a one-line DataError naming the file.
+The grey channel is replicated to three, (N, 28, 28, 3) uint8, as every source hands its images
+to the pipeline in RGB.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from alexnet.data.dataset import ArraySource, DataError, Splits
+from alexnet.data.stats import stats_cache_dir
+
+UNSIGNED_BYTE = 0x08  # the IDX type code of uint8 data, the third byte of the magic number
+IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (count, rows, columns)
+LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (count)
+TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
+TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+@dataclass(frozen=True)
+class IdxDataSet:
+    """One data set distributed as the four IDX files."""
+
+    name: str  # for messages and descriptions, e.g. "Fashion-MNIST"
+    spec: str  # its `--data` name, e.g. "fashion-mnist"
+    classes: tuple[str, ...]  # index = label
+    torchvision_name: str  # the torchvision class, also its folder: ROOT/<name>/raw
+    package: str | None = None  # the Debian package that installs it
+    package_folder: Path | None = None  # where that package puts the files
+
+
+FASHION_MNIST = IdxDataSet(
+    name="Fashion-MNIST",
+    spec="fashion-mnist",
+    classes=(
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ),
+    torchvision_name="FashionMNIST",
+    package="dataset-fashion-mnist",
+    package_folder=Path("/usr/share/datasets/fashion-mnist"),
+)
+MNIST = IdxDataSet(
+    name="MNIST",
+    spec="mnist",
+    classes=tuple(str(digit) for digit in range(10)),
+    torchvision_name="MNIST",
+)
+IDX_DATA_SETS = {data_set.spec: data_set for data_set in (FASHION_MNIST, MNIST)}
+
+
+def open_idx(
+    data_set: IdxDataSet, path: Path | None, download: bool = False, *, val_only: bool = False
+) -> Splits:
+    """`data_set` from `path` (the folder of the IDX files, or a torchvision root holding
+    <torchvision_name>/raw), or when None from the package folder or the cache folder.
+
+    download: fetch it with torchvision into `path` (None: the cache folder) if it is not there;
+    val_only: only the t10k files are read, and Splits.train is None.
+    """
+    needed = TEST_FILES if val_only else TRAIN_FILES + TEST_FILES
+    candidates = _candidate_folders(data_set, path)
+    folder = _find_folder(candidates, needed)
+    if folder is None:
+        if not download:
+            raise DataError(_not_found_message(data_set, path, candidates, needed))
+        root = stats_cache_dir() if path is None else path
+        _download(data_set, root)
+        folder = _find_folder([root / data_set.torchvision_name / "raw"], needed)
+        if folder is None:
+            raise DataError(f"{data_set.name} downloaded into {root}, but its files are missing")
+    classes = list(data_set.classes)
+    train = None
+    if not val_only:
+        train = ArraySource(
+            f"{data_set.name} train at {folder}", classes, *_read_pair(folder, TRAIN_FILES, classes)
+        )
+    test = ArraySource(
+        f"{data_set.name} test at {folder}", classes, *_read_pair(folder, TEST_FILES, classes)
+    )
+    train_count = "training files not read" if train is None else f"{len(train)} train"
+    return Splits(
+        train,
+        test,
+        classes,
+        f"{data_set.name} at {folder}: {len(classes)} classes, {train_count}, "
+        f"{len(test)} test (the test set serves as validation)",
+    )
+
+
+def read_idx_images(path: Path) -> np.ndarray:
+    """The images of an IDX image file, (N, rows, columns) uint8."""
+    return _read_idx(path, IMAGES_MAGIC, "images")
+
+
+def read_idx_labels(path: Path, class_count: int = 10) -> np.ndarray:
+    """The labels of an IDX label file, (N,) int64, each checked to lie in 0..class_count-1."""
+    labels = _read_idx(path, LABELS_MAGIC, "labels")
+    outside = np.flatnonzero(labels >= class_count)
+    if outside.size:
+        first = int(outside[0])
+        raise DataError(
+            f"bad IDX labels file {path}: label {labels[first]} at index {first} is outside "
+            f"0..{class_count - 1} ({outside.size} of {labels.size} labels are)"
+        )
+    return labels.astype(np.int64)
+
+
+def _read_idx(path: Path, magic: int, what: str) -> np.ndarray:
+    """The array of an IDX file of unsigned bytes whose magic number must be `magic`."""
+    content = _read_bytes(path)
+    if len(content) < 4:
+        raise DataError(f"bad IDX {what} file {path}: {len(content)} bytes, too short for a header")
+    found = int.from_bytes(content[:4], "big")
+    if found >> 8 != magic >> 8:  # two zero bytes, then the type code
+        raise DataError(
+            f"bad IDX {what} file {path}: magic number 0x{found:08x}, expected 0x{magic:08x} "
+            f"(unsigned bytes, {magic & 0xFF} dimensions)"
+        )
+    dimension_count = found & 0xFF
+    if dimension_count != magic & 0xFF:
+        raise DataError(
+            f"bad IDX {what} file {path}: {dimension_count} dimensions, expected {magic & 0xFF}"
+        )
+    header_length = 4 + 4 * dimension_count
+    if len(content) < header_length:
+        raise DataError(
+            f"bad IDX {what} file {path}: {len(content)} bytes, too short for a header of "
+            f"{dimension_count} dimensions"
+        )
+    shape = tuple(
+        int.from_bytes(content[4 + 4 * axis : 8 + 4 * axis], "big")
+        for axis in range(dimension_count)
+    )
+    expected = int(np.prod(shape, dtype=np.int64))
+    data_length = len(content) - header_length
+    if data_length != expected:
+        problem = "truncated" if data_length < expected else "trailing bytes"
+        raise DataError(
+            f"bad IDX {what} file {path}: {data_length} bytes of data, but the header's "
+            f"{'×'.join(map(str, shape))} needs {expected} ({problem})"
+        )
+    return np.frombuffer(content, dtype=np.uint8, offset=header_length).reshape(shape)
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The whole file, gunzipped if its name ends in .gz."""
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as file:
+                return file.read()
+        return path.read_bytes()
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"cannot read IDX file {path}: {error}") from None
+
+
+def _read_pair(
+    folder: Path, names: tuple[str, str], classes: list[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, H, W, 3) uint8, the grey channel replicated, and labels (N,) of one split."""
+    images_path, labels_path = (_existing_file(folder, name) for name in names)
+    grey = read_idx_images(images_path)
+    labels = read_idx_labels(labels_path, len(classes))
+    if len(grey) != len(labels):
+        raise DataError(
+            f"IDX files disagree: {images_path} holds {len(grey)} images, "
+            f"{labels_path} {len(labels)} labels"
+        )
+    return np.repeat(grey[:, :, :, None], 3, axis=3), labels
+
+
+def _existing_file(folder: Path, name: str) -> Path | None:
+    """folder/name, or folder/name.gz, whichever exists (the plain file first); else None."""
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _candidate_folders(data_set: IdxDataSet, path: Path | None) -> list[Path]:
+    """Where the files may be: `path` and its torchvision layout, or when `path` is None the
+    package folder and the cache folder a download goes to."""
+    if path is not None:
+        return [path, path / data_set.torchvision_name / "raw"]
+    package = [data_set.package_folder] if data_set.package_folder is not None else []
+    return package + [stats_cache_dir() / data_set.torchvision_name / "raw"]
+
+
+def _find_folder(candidates: list[Path], names: tuple[str, ...]) -> Path | None:
+    for folder in candidates:
+        if all(_existing_file(folder, name) is not None for name in names):
+            return folder
+    return None
+
+
+def _not_found_message(
+    data_set: IdxDataSet, path: Path | None, candidates: list[Path], names: tuple[str, ...]
+) -> str:
+    """One line: where it looked, for what, and the two ways to get the files."""
+    looked = " and ".join(str(folder) for folder in candidates)
+    where = path if path is not None else stats_cache_dir()
+    if data_set.package is not None:
+        ways = (
+            f"install it with `apt-get install {data_set.package}` (then use "
+            f"--data {data_set.spec}), or pass --download to fetch it into {where}"
+        )
+    else:
+        ways = (
+            f"give --data {data_set.spec}:PATH of a folder that holds them, or pass --download "
+            f"to fetch it into {where}"
+        )
+    return (
+        f"{data_set.name} not found: looked in {looked} for {', '.join(names)} "
+        f"(each plain or .gz); {ways}"
+    )
+
+
+def _download(data_set: IdxDataSet, root: Path) -> None:
+    """The four files into root/<torchvision_name>/raw, with torchvision's own download."""
+    import torchvision.datasets
+
+    dataset_class = getattr(torchvision.datasets, data_set.torchvision_name)
+    try:
+        dataset_class(root=str(root), train=False, download=True)
+    except (OSError, RuntimeError) as error:  # torchvision reports a failed mirror this way
+        reason = " ".join(str(error).split())
+        raise DataError(f"cannot download {data_set.name} into {root}: {reason}") from None

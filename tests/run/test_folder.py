@@ -1,0 +1,99 @@
+"""A run folder belongs to one run (run/folder.py): claimed before a byte is written, locked
+while one process writes it, and its metrics read back whatever a kill left."""
+
+import logging
+import subprocess
+import sys
+
+import pytest
+
+from alexnet.cli import main
+from alexnet.recipe import RecipeError, assign
+from alexnet.run.folder import LOCK, RunError, read_metrics
+from alexnet.train import fit
+from tests.test_train import tiny_recipe
+
+
+def snapshot(folder):
+    return {path.name: path.read_bytes() for path in folder.iterdir()}
+
+
+def test_a_folder_that_is_not_a_run_is_refused_before_a_byte_is_written(tmp_path, colour_tree):
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "recipe.json").write_text("my own notes")
+    (folder / "notes.txt").write_text("keep me")
+    (folder / ".draft.tmp").write_text("keep me too")
+    before = snapshot(folder)
+    with pytest.raises(
+        RunError, match=r"is not a run folder \(it holds \.draft\.tmp, notes\.txt\)"
+    ):
+        fit(tiny_recipe(colour_tree, epochs=1), folder, progress=False)
+    assert snapshot(folder) == before
+
+
+def test_a_file_is_not_a_run_folder(tmp_path, colour_tree):
+    (tmp_path / "run").write_text("a file")
+    with pytest.raises(RunError, match="is a file, not a run folder"):
+        fit(tiny_recipe(colour_tree, epochs=1), tmp_path / "run", progress=False)
+
+
+HOLDER = """
+import fcntl, sys, time
+lock = open(sys.argv[1], "a")
+fcntl.lockf(lock, fcntl.LOCK_EX)
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.fixture
+def held_lock(tmp_path):
+    """Another process holding the lock of tmp_path/run, as a running `alexnet train` does."""
+    (tmp_path / "run").mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / "run" / LOCK)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "locked"
+    yield tmp_path / "run"
+    holder.kill()
+    holder.wait()
+
+
+def test_a_second_writer_is_refused_in_one_line(held_lock, colour_tree, capsys):
+    argv = ["train", "--data", str(colour_tree), "--out", str(held_lock), "--epochs", "1"]
+    assert main([*argv, "--workers", "0", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"alexnet: error: {held_lock} is in use by another alexnet process (training, a report, "
+        "an export or an experiment); wait for it to end"
+    ]
+    assert sorted(path.name for path in held_lock.iterdir()) == [LOCK]  # nothing else written
+
+
+def test_a_lock_file_without_its_process_does_not_stop_a_run(tmp_path, colour_tree):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK).write_text("")  # what a kill -9 leaves: the file, but no lock held on it
+    fit(tiny_recipe(colour_tree, epochs=1), run, progress=False)
+    assert [r["epoch"] for r in read_metrics(run / "metrics.jsonl")] == [1]
+    assert not (run / LOCK).exists()
+
+
+def test_read_metrics_drops_what_a_kill_cut_short_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 1, "lr": 0.01}\n{"epoch": 2, "lr": 0.01}\n{"epoch": 3, "l')
+    with caplog.at_level(logging.WARNING, logger="alexnet"):
+        assert [r["epoch"] for r in read_metrics(path)] == [1, 2]
+    assert "line 3 is cut short" in caplog.text
+    path.write_text('{"epoch": 1}\n3\n')  # a line cut to a bare number is no record either
+    assert [r["epoch"] for r in read_metrics(path, up_to_epoch=1)] == [1]
+
+
+def test_a_recipe_that_cannot_fit_in_memory_is_refused_before_any_work(tmp_path, colour_tree):
+    recipe = assign(tiny_recipe(colour_tree), {"optim.batch_size": 10**7})
+    with pytest.raises(RecipeError, match=r"optim.batch_size=10000000 .* needs at least"):
+        fit(recipe, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
