@@ -17,6 +17,7 @@ def test_benchmark_script_imports(script, monkeypatch):
     assert callable(module.main)
 
 
-def test_all_five_benchmarks_are_there():
+def test_all_six_benchmarks_are_there():
     expected = {"bench_data", "bench_pipeline", "bench_predict", "bench_step", "bench_train"}
+    expected |= {"bench_fashion_mnist"}
     assert {path.stem for path in BENCH} == expected

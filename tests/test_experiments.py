@@ -7,7 +7,7 @@ import torch
 
 import alexnet.experiments.ablations as ablations
 from alexnet.cli import main
-from alexnet.experiments.relu_vs_tanh import Curve, FourLayerNet
+from alexnet.experiments.relu_vs_tanh import Curve, FourLayerNet, _ratio, reached_targets
 
 
 def test_the_four_layer_net_has_three_conv_layers_and_one_fully_connected():
@@ -89,3 +89,55 @@ def test_relu_vs_tanh_on_digits_within_minutes(tmp_path):
     assert main([*argv, "--epochs", "5", "--batch-size", "32", "--device", "cpu"]) == 0
     result = json.loads((tmp_path / "relu-vs-tanh.json").read_text())
     assert result["relu"]["epochs_to_target"] is not None
+
+
+def test_each_target_is_timed_and_the_ratio_is_tanh_over_relu():
+    relu = Curve([0.0, 1.0, 2.0], [0.0, 1.0, 2.0], [0.9, 0.2, 0.1])
+    tanh = Curve([0.0, 1.0, 2.0], [0.0, 1.0, 2.0], [0.9, 0.5, 0.2])
+    result = {name: {"reached": reached_targets(curve, (0.5, 0.2, 0.1))}
+              for name, curve in (("relu", relu), ("tanh", tanh))}  # fmt: skip
+    assert result["relu"]["reached"]["0.5"]["epochs"] == pytest.approx(4 / 7)
+    assert result["tanh"]["reached"]["0.5"]["epochs"] == pytest.approx(1.0)
+    assert _ratio(result, "0.5", "epochs") == pytest.approx(1.0 / (4 / 7))
+    assert _ratio(result, "0.2", "epochs") == pytest.approx(2.0)
+    assert _ratio(result, "0.1", "epochs") is None  # tanh never got there
+
+
+def test_cuda_convnets_init_is_its_gaussians():
+    torch.manual_seed(0)
+    net = FourLayerNet(10, "relu", init="cuda-convnet")
+    learned = [m for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    for layer, std in zip(learned, (1e-4, 1e-2, 1e-2, 1e-2), strict=True):
+        assert layer.weight.std().item() == pytest.approx(std, rel=0.1)
+        assert not layer.bias.any()
+
+
+def test_relu_vs_tanh_times_several_targets_on_a_subset(tmp_path, colour_tree, capsys):
+    out = tmp_path / "fig1"
+    argv = ["experiment", "relu-vs-tanh", "--data", str(colour_tree), "--out", str(out)]
+    argv += ["--epochs", "1", "--sweep-epochs", "1", "--lrs", "0.01", "--batch-size", "8"]
+    argv += ["--target", "0.6", "--target", "0.4", "--train-subset", "20", "--device", "cpu"]
+    assert main([*argv, "--init", "cuda-convnet"]) == 0
+    printed = capsys.readouterr().out
+    assert "60% training error" in printed and "40% training error" in printed
+    result = json.loads((out / "relu-vs-tanh.json").read_text())
+    assert result["targets"] == [0.6, 0.4] and set(result["ratios"]) == {"0.6", "0.4"}
+    assert result["init"] == "cuda-convnet"
+    assert "fixed subset of 20" in result["data"]
+    assert "tanh / ReLU" in (out / "report.html").read_text()
+
+
+def test_the_difference_to_the_full_net_is_paired_by_seed_with_a_t_interval():
+    mean, low, high = ablations.paired_difference([0.30, 0.32, 0.34], [0.20, 0.21, 0.22])
+    half = 4.302653 * 0.01 / 3**0.5  # t(0.975, 2 df) × sd of the differences / √3
+    assert (mean, low, high) == pytest.approx((0.11, 0.11 - half, 0.11 + half), abs=1e-6)
+    assert ablations.verdict(low, high) == "reproduced"
+    assert (
+        ablations.verdict(*ablations.paired_difference([0.1, 0.1], [0.2, 0.21])[1:]) == "reversed"
+    )
+    assert ablations.verdict(*ablations.paired_difference([0.2, 0.3], [0.25, 0.24])[1:]) == (
+        "within noise"
+    )
+    assert ablations.verdict(*ablations.paired_difference([0.3], [0.2])[1:]) == (
+        "one seed: no interval"
+    )

@@ -246,3 +246,11 @@ def test_import_keeps_an_existing_run(torchvision_weights, tmp_path, capsys):
     assert main(["import-torchvision", str(path), "--out", str(tmp_path / "tv")]) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (tmp_path / "tv" / "best.pt").stat().st_mtime_ns == before
+
+
+def test_an_imported_network_cannot_be_resumed_as_a_run(torchvision_weights, tmp_path, capsys):
+    path, _ = torchvision_weights
+    import_torchvision(path, tmp_path / "tv")
+    assert main(["train", "--resume", str(tmp_path / "tv"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds a network but not its training state (optimizer" in err[0]

@@ -3,7 +3,9 @@ inputs (`refuse_overwriting`), never two writers in one folder at once (`FolderL
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
 import tempfile
 from collections.abc import Callable, Iterable
@@ -11,6 +13,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from alexnet.errors import UserError
+
+log = logging.getLogger("alexnet")
 
 
 def _read_umask() -> int:
@@ -48,10 +52,12 @@ def write_text_atomically(path: Path | str, text: str) -> None:
     write_atomically(path, lambda file: file.write(text.encode("utf-8", "surrogateescape")))
 
 
-def remove_temporaries(folder: Path) -> None:
-    """Delete the temporary files a killed `write_atomically` left in `folder` (`.NAME.*.tmp`)."""
+def remove_temporaries(folder: Path, ours: Callable[[str], bool] = lambda name: True) -> None:
+    """Delete the temporary files a killed `write_atomically` left in `folder` (`.NAME.*.tmp`),
+    those whose name `ours` accepts (a run folder's: run.folder.is_run_file)."""
     for path in Path(folder).glob(".*.tmp"):
-        path.unlink(missing_ok=True)
+        if ours(path.name):
+            path.unlink(missing_ok=True)
 
 
 class OverwritesInput(UserError):
@@ -70,7 +76,10 @@ class FolderLock:
         self.file = open(self.path, "a")  # noqa: SIM115 (closed in release)
         try:
             fcntl.lockf(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.EACCES):  # no POSIX locks (some NFS)
+                log.warning("cannot lock %s (%s); going on without a lock", self.path, error)
+                return
             self.file.close()
             raise busy from None
 

@@ -87,6 +87,7 @@ class TrainedNetwork:
         self.classes: list[str] = list(state["classes"])  # index = the network's output
         self.recipe = recipe.data  # the preprocessing the network was trained with (§2, §4.1)
         self.stats = DataStats.from_state_dict(state["data_stats"])
+        self.gpu_decode = recipe.run.gpu_decode  # off: the recipe's workaround for vision#9606
         self.placement = Placement.for_run(recipe.run, device)
         self.model = self.placement.model(checkpoint.build_model(state)).eval()  # no dropout
         self.batch_size = batch_size or recipe.optim.batch_size
@@ -178,6 +179,7 @@ class TrainedNetwork:
         batches = make_batches(
             source, self.recipe, self.stats, self._batch_size(ten_crop), train=False,
             ten_crop=ten_crop, device=self.placement.device, workers=workers,
+            gpu_decode=self.gpu_decode,
         )  # fmt: skip
         with tqdm(total=len(source), desc="predict", unit="img", disable=not progress) as bar:
             for images, positions, skipped in batches:

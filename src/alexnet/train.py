@@ -30,6 +30,7 @@ from alexnet.data.loader import derive_seed
 from alexnet.data.sources import absolute_source
 from alexnet.errors import TrainingDiverged
 from alexnet.evaluate import evaluate
+from alexnet.files import remove_temporaries
 from alexnet.optim import plateau_ends_run
 from alexnet.placement import Placement
 from alexnet.placement.device import memory_of
@@ -150,9 +151,9 @@ def fit(
 
     `resume_from` (the run's `last.pt`, as `checkpoint.load` reads it) continues the run: model,
     optimizer, schedule, epoch, step and RNG states, so that stopping and resuming ends with the
-    same weights as one run. `download` lets a CIFAR-10 source fetch the data set if it is
-    missing. The summary's "stopped" says where a SIGTERM or SIGINT stopped the run, if one did;
-    "finished" why the schedule ended it early.
+    same weights as one run. `download` lets a CIFAR-10, Fashion-MNIST or MNIST source fetch
+    the data set if it is missing. The summary's "stopped" says where a SIGTERM or SIGINT
+    stopped the run, if one did; "finished" why the schedule ended it early.
     """
     run_dir = Path(run_dir)
     recipe.validate()
@@ -171,7 +172,8 @@ def fit(
     try:
         if ranks.is_main:
             folder_lock = run_folder.lock(run_dir)  # made here if new; held until the end
-            run_folder.remove_temporaries(run_dir)
+            run_folder.claim(run_dir, resuming=resume_from is not None)  # again, under the lock
+            remove_temporaries(run_dir, run_folder.is_run_file)
             handler = run_folder.attach_log_file(run_dir)
         else:
             log.setLevel(logging.WARNING)  # rank 0 tells the story

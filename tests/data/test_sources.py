@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from data_helpers import CIFAR_CLASSES, VAL_LABELS, WNIDS, save_image, write_tree
 from PIL import Image
 
@@ -291,3 +292,20 @@ def test_predict_arguments_name_files_folders_and_globs(image_tree: Path, monkey
     (image_tree / "empty").mkdir()
     with pytest.raises(DataError, match="no image files in empty"):
         find_image_files(["empty"])
+
+
+def test_a_training_subset_is_fixed_by_the_split_seed(image_tree):
+    from alexnet.data import open_splits
+    from alexnet.recipe import DataRecipe
+
+    recipe = DataRecipe(source=str(image_tree), train_subset=10)
+    first, again, full = open_splits(recipe), open_splits(recipe), open_source(str(image_tree))
+    assert len(first.train) == 10 and len(first.val) == len(full.val)
+    assert first.train.indices.tolist() == again.train.indices.tolist()
+    for position, index in enumerate(first.train.indices):
+        assert first.train.labels[position] == full.train.labels[index]
+        assert torch.equal(first.train.pixels(position, 8), full.train.pixels(int(index), 8))
+    assert "fixed subset of 10" in first.description
+    assert first.train.fingerprint() != full.train.fingerprint()
+    recipe.split_seed = 1
+    assert open_splits(recipe).train.indices.tolist() != first.train.indices.tolist()

@@ -9,6 +9,7 @@ import pytest
 
 from alexnet.cli import main
 from alexnet.recipe import RecipeError, assign
+from alexnet.run import checkpoint
 from alexnet.run.folder import LOCK, RunError, read_metrics
 from alexnet.train import fit
 from tests.test_train import tiny_recipe
@@ -25,11 +26,22 @@ def test_a_folder_that_is_not_a_run_is_refused_before_a_byte_is_written(tmp_path
     (folder / "notes.txt").write_text("keep me")
     (folder / ".draft.tmp").write_text("keep me too")
     before = snapshot(folder)
-    with pytest.raises(
-        RunError, match=r"is not a run folder \(it holds \.draft\.tmp, notes\.txt\)"
-    ):
+    with pytest.raises(RunError, match=r"is not a run folder \(it holds notes\.txt\)"):
         fit(tiny_recipe(colour_tree, epochs=1), folder, progress=False)
     assert snapshot(folder) == before
+
+
+def test_a_run_resumes_beside_other_files_and_names_them(tmp_path, colour_tree, caplog):
+    run = tmp_path / "run"
+    fit(tiny_recipe(colour_tree, epochs=1), run, progress=False)
+    (run / "slurm-123.out").write_text("a scheduler's log")
+    with caplog.at_level(logging.WARNING, logger="alexnet"):
+        resumed = tiny_recipe(colour_tree, epochs=2)
+        fit(resumed, run, progress=False, resume_from=checkpoint.load(run))
+    assert "also holds slurm-123.out; left as they are" in caplog.text
+    assert (run / "slurm-123.out").read_text() == "a scheduler's log"
+    with pytest.raises(RunError, match="already holds a run"):
+        fit(tiny_recipe(colour_tree, epochs=1), run, progress=False)
 
 
 def test_a_file_is_not_a_run_folder(tmp_path, colour_tree):

@@ -135,10 +135,7 @@ STEPS = 3 * EPOCHS  # 27 training images in batches of 8: 3 steps an epoch
 
 @pytest.mark.parametrize(
     "stopped_after",
-    [
-        pytest.param(step, marks=[] if step == 8 else pytest.mark.slow)
-        for step in range(1, STEPS)
-    ],
+    [pytest.param(step, marks=[] if step == 8 else pytest.mark.slow) for step in range(1, STEPS)],
 )
 def test_resuming_from_any_step_matches_the_straight_run(straight, colour_tree, tmp_path,
                                                          monkeypatch, stopped_after):  # fmt: skip

@@ -9,10 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-import matplotlib.pyplot as plt
-import numpy as np
+import matplotlib
 
-from alexnet.run.epoch_plots import save_png
+matplotlib.use("Agg")  # before pyplot: never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from alexnet.run.epoch_plots import save_png  # noqa: E402
 
 
 class Top5(NamedTuple):
@@ -81,16 +84,20 @@ def plot_neighbours(rows: Sequence[Neighbours], path: Path) -> None:
 
 
 def plot_training_error(
-    curves: dict[str, tuple[Sequence[float], Sequence[float]]], path: Path, target: float = 0.25
+    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: Path,
+    targets: Sequence[float] = (0.25,),
 ) -> None:
-    """Figure 1: training error rate against epochs, ReLU solid, tanh dashed, the 25% line."""
+    """Figure 1: training error rate against epochs, ReLU solid, tanh dashed, a dotted line at
+    each target error (the paper's: 25%)."""
     figure, axis = plt.subplots(figsize=(5.5, 4))
     for name, (epochs, errors) in curves.items():
         style = "-" if name == "relu" else "--"
         label = {"relu": "ReLU", "tanh": "tanh"}.get(name, name)
         axis.plot(epochs, errors, style, color="black", linewidth=1.6, label=label)
-    axis.axhline(target, color="grey", linestyle=":", linewidth=1)
-    axis.text(0, target, f" {target:.0%}", color="grey", va="bottom")
+    for target in targets:
+        axis.axhline(target, color="grey", linestyle=":", linewidth=1)
+        axis.text(0, target, f" {target:.0%}", color="grey", va="bottom")
     axis.set(xlabel="epochs", ylabel="training error rate", ylim=(0, 0.75), xlim=(0, None))
     axis.legend()
     axis.grid(alpha=0.3)

@@ -107,6 +107,7 @@ def write_run_report(
     """
     run_dir = Path(run_dir)
     state = checkpoint.load(run_dir, prefer="best.pt")
+    run_dir = Path(state["path"]).parent  # RUN/best.pt given: its run folder
     with run_folder.lock(run_dir):  # one writer of the run folder at a time
         recipe = checkpoint.recipe_of(state)
         records = read_metrics(run_dir / "metrics.jsonl")  # a cut last line: warned, dropped
@@ -313,8 +314,8 @@ def _timings_section(records: list[dict], timings: dict[str, float]) -> Section:
 
 
 def write_report_after_training(run_dir: Path, recipe: Recipe) -> None:
-    """The end of `fit`: write report.html unless `run.report=false`; a report that fails is a
-    warning, never a failed run."""
+    """After training (`alexnet train`): write report.html unless `run.report=false`; a report
+    that fails is a warning, never a failed run."""
     if not recipe.run.report:
         return
     try:

@@ -166,6 +166,33 @@ class ArraySource(ImageSource):
         return digest.hexdigest()
 
 
+class SubsetSource(ImageSource):
+    """A fixed selection of another source's items, in their order (data.train_subset)."""
+
+    def __init__(self, source: ImageSource, indices: Sequence[int]):
+        self.source, self.indices = source, np.asarray(indices, dtype=np.int64)
+        name = f"{source.name} (a fixed subset of {len(self.indices)})"
+        super().__init__(name, source.classes, source.labels[self.indices])
+        self.prepared_size = source.prepared_size
+
+    def load(self, index: int, min_size: int | None = None) -> tuple[Image.Image, int] | None:
+        return self.source.load(int(self.indices[index]), min_size)
+
+    def pixels(self, index: int, image_size: int) -> torch.Tensor | None:
+        return self.source.pixels(int(self.indices[index]), image_size)
+
+    def encoded(self, index: int) -> torch.Tensor | None:
+        return self.source.encoded(int(self.indices[index]))
+
+    def describe(self, index: int) -> str:
+        return self.source.describe(int(self.indices[index]))
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256(self.source.fingerprint().encode())
+        digest.update(self.indices.tobytes())
+        return digest.hexdigest()
+
+
 @dataclass
 class Splits:
     """A data set as `open_source` returns it."""

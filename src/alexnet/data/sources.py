@@ -22,8 +22,10 @@ import dataclasses
 import os
 from pathlib import Path
 
+import numpy as np
+
 from alexnet.data.cifar import open_cifar10
-from alexnet.data.dataset import DataError, Splits
+from alexnet.data.dataset import DataError, Splits, SubsetSource
 from alexnet.data.digits import open_digits
 from alexnet.data.folder import open_folder_pair, open_folder_tree
 from alexnet.data.idx import IDX_DATA_SETS, open_idx
@@ -117,11 +119,20 @@ def source_path(spec: str) -> Path | None:
 
 
 def open_splits(recipe: DataRecipe, *, download: bool = False, val_only: bool = False) -> Splits:
-    """`open_source` for a recipe: its source, held-out fraction and split seed."""
-    return open_source(
+    """`open_source` for a recipe: its source, held-out fraction and split seed; with
+    `train_subset` N, training takes a fixed subset of N images drawn with the split seed."""
+    splits = open_source(
         recipe.source,
         val_fraction=recipe.val_fraction,
         seed=recipe.split_seed,
         download=download,
         val_only=val_only,
+    )
+    size = recipe.train_subset
+    if splits.train is None or not 0 < size < len(splits.train):
+        return splits
+    chosen = np.sort(np.random.default_rng(recipe.split_seed).permutation(len(splits.train))[:size])
+    description = f"{splits.description}; training on a fixed subset of {size} (data.train_subset)"
+    return dataclasses.replace(
+        splits, train=SubsetSource(splits.train, chosen), description=description
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -63,7 +64,7 @@ def ablation_recipe(
 def train_or_resume(recipe: Recipe, run_dir: Path, progress: bool) -> dict:
     """The run's last metrics line, training or resuming it first when it is not finished."""
     saved = checkpoint.load(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None
-    if saved is None or saved["epoch"] < recipe.schedule.epochs:
+    if saved is None or (saved["epoch"] < recipe.schedule.epochs and not saved.get("finished")):
         log.info("ablation run %s", run_dir)
         fit(recipe, run_dir, resume_from=saved, progress=progress)
     records = read_metrics(run_dir / "metrics.jsonl", recipe.schedule.epochs)
@@ -82,7 +83,7 @@ def run_ablations(
     """Train (or resume) every ablation for every seed; write ablations.md, .json, report.html.
     overrides: `--set` assignments; fields: typed values for recipe fields (the CLI's flags).
     `out` is locked meanwhile (a second run of the experiment there is turned away)."""
-    with run_folder.lock(out):
+    with run_folder.lock_if_main(out):
         return _run_ablations(out, base, seeds, overrides or [], fields or {}, progress)
 
 
@@ -127,19 +128,57 @@ def _run_ablations(out, base, seeds, overrides, fields, progress) -> dict:
     return summary
 
 
+def paired_difference(ablation: list[float], full: list[float]) -> tuple[float, float, float]:
+    """The mean of the seed-paired differences ablation − full (each seed trains both on the
+    same split, order and augmentation draws) and its 95% interval (Student's t); a single seed
+    gives no interval (nan, nan)."""
+    differences = np.asarray(ablation) - np.asarray(full)
+    mean = float(differences.mean())
+    if len(differences) < 2:
+        return mean, math.nan, math.nan
+    from scipy.stats import t  # imported here: only the table needs it
+
+    half = (
+        t.ppf(0.975, len(differences) - 1) * differences.std(ddof=1) / math.sqrt(len(differences))
+    )
+    return mean, mean - half, mean + half
+
+
+def verdict(low: float, high: float) -> str:
+    """The paper reports every choice as helping: the ablation's error is higher."""
+    if math.isnan(low):
+        return "one seed: no interval"
+    if low > 0:
+        return "reproduced"
+    if high < 0:
+        return "reversed"
+    return "within noise"
+
+
 def ablation_table(results: dict[str, dict]) -> Table:
+    """Validation error, mean ± std over seeds; Δ top-1 (ablation − full) with its 95% interval
+    over the seed-paired differences, the verdict against the paper's direction, Δ top-5."""
     full = results["full"]
     rows = []
     for name, result in results.items():
         cells = [name]
         for key in ("top1", "top5"):
             errors = 100 * np.array(result[key])
-            cells.append(f"{errors.mean():.2f} ± {errors.std():.2f}")
-        for key in ("top1", "top5"):
-            delta = 100 * (np.mean(result[key]) - np.mean(full[key]))
-            cells.append("—" if name == "full" else f"{delta:+.2f}")
+            cells.append(
+                f"{errors.mean():.2f} ± {errors.std(ddof=1 if len(errors) > 1 else 0):.2f}"
+            )
+        if name == "full":
+            cells += ["—", "—", "—"]
+        else:
+            mean, low, high = (
+                100 * value for value in paired_difference(result["top1"], full["top1"])
+            )
+            interval = "" if math.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"
+            cells += [f"{mean:+.2f}{interval}", verdict(low, high)]
+            cells.append(f"{100 * (np.mean(result['top5']) - np.mean(full['top5'])):+.2f}")
         rows.append([*cells, result["paper"]])
-    headers = ["ablation", "top-1 err", "top-5 err", "Δ top-1", "Δ top-5", "paper Δ top-1/top-5"]
+    headers = ["ablation", "top-1 err", "top-5 err", "Δ top-1 [95% interval]", "verdict",
+               "Δ top-5", "paper Δ top-1/top-5"]  # fmt: skip
     return Table(headers, rows)
 
 

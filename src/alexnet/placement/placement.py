@@ -1,6 +1,6 @@
 """Where a run computes, resolved once from the recipe into one `Placement`: the device, the CUDA
 fast paths on it, this process's rank among torchrun's processes, and §3.2's two devices when the
-towers are split. Training, evaluation and inference receive it; nothing else resolves a device.
+towers are split. Training, evaluation and inference receive it; training resolves it once.
 
 Training and evaluation share one `Placement`, so a checkpoint is evaluated exactly the way its
 validation figures were measured during training.

@@ -22,12 +22,14 @@ from typing import Any
 from alexnet.data.sources import absolute_source
 from alexnet.errors import UserError
 from alexnet.files import FolderLock
+from alexnet.placement.ranks import Ranks
 from alexnet.recipe import Recipe, RecipeError
 from alexnet.run import checkpoint
 
 log = logging.getLogger("alexnet")
 
 RESUMABLE = ("schedule.epochs", "run.")  # what a resumed run may change in its recipe
+RESUME_KEYS = ("optimizer", "schedule", "rng", "best_val_top1_error")  # run/state.py restore
 
 
 class RunError(UserError):
@@ -45,9 +47,10 @@ RUN_FILE_SUFFIXES = (".safetensors", ".onnx")  # exports beside the checkpoints
 
 def is_run_file(name: str) -> bool:
     """A name a run folder holds: a run's own file, an eval-*.json, an export, or the temporary
-    file of an atomic write of one of them (`.NAME.*.tmp`)."""
+    file of an atomic write of one of them (`.NAME.<random>.tmp` or `.NAME.link.tmp`)."""
     if name.startswith(".") and name.endswith(".tmp"):
-        return any(name.startswith(f".{own}.") for own in RUN_FILES)
+        written = name[1:].rsplit(".", 2)[0]  # .NAME.<random>.tmp -> NAME
+        return written != name and is_run_file(written)
     return (
         name in RUN_FILES
         or (name.startswith("eval-") and name.endswith(".json"))
@@ -56,21 +59,31 @@ def is_run_file(name: str) -> bool:
 
 
 def claim(run_dir: Path, *, resuming: bool) -> None:
-    """Refuse, before anything is written, a folder that is not this run's: a file, a folder
-    holding anything but a run's files, or (unless resuming) a folder that holds a run."""
+    """Refuse, before anything is written, a folder that is not this run's: a file; a folder
+    that holds a run, unless resuming it; a folder without a run that holds anything but a run's
+    files. Hidden files (`.DS_Store`, NFS's `.nfs*`, a stranger's `.notes.tmp`) are never
+    counted, and never touched. A run being resumed may hold other files (a scheduler's log,
+    predictions written beside it): they are named in a warning and left alone."""
     if not run_dir.exists():
         return
     if not run_dir.is_dir():
         raise RunError(f"{run_dir} is a file, not a run folder; give a new or empty folder")
-    strangers = sorted(path.name for path in run_dir.iterdir() if not is_run_file(path.name))
-    if strangers:
+    holds_a_run = (run_dir / "last.pt").exists()
+    if holds_a_run and not resuming:
+        raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir}")
+    strangers = sorted(
+        path.name
+        for path in run_dir.iterdir()
+        if not path.name.startswith(".") and not is_run_file(path.name)
+    )
+    if strangers and holds_a_run:
+        log.warning("%s also holds %s; left as they are", run_dir, ", ".join(strangers))
+    elif strangers:
         more = f" and {len(strangers) - 3} more" if len(strangers) > 3 else ""
         raise RunError(
             f"{run_dir} is not a run folder (it holds {', '.join(strangers[:3])}{more}); give a "
             "new or empty folder"
         )
-    if not resuming and (run_dir / "last.pt").exists():
-        raise RunError(f"{run_dir} already holds a run; continue it with --resume {run_dir}")
 
 
 def lock(run_dir: Path) -> FolderLock:
@@ -82,17 +95,15 @@ def lock(run_dir: Path) -> FolderLock:
     return FolderLock(run_dir, LOCK, busy)
 
 
+def lock_if_main(folder: Path) -> contextlib.AbstractContextManager:
+    """`lock(folder)` in the one process that writes it: not in torchrun's ranks other than 0."""
+    return lock(folder) if Ranks.main_process() else contextlib.nullcontext()
+
+
 def lock_if_a_run(folder: Path) -> contextlib.AbstractContextManager:
     """`lock(folder)` when the folder holds a run (an export written into it), else nothing."""
     holds_a_run = (folder / "recipe.json").is_file() or (folder / "last.pt").is_file()
     return lock(folder) if holds_a_run else contextlib.nullcontext()
-
-
-def remove_temporaries(run_dir: Path) -> None:
-    """Delete what a killed atomic write of a run's file left (`.NAME.*.tmp`), nothing else."""
-    for path in run_dir.glob(".*.tmp"):
-        if is_run_file(path.name):
-            path.unlink(missing_ok=True)
 
 
 def attach_log_file(run_dir: Path) -> logging.Handler:
@@ -130,7 +141,14 @@ def append_metrics(path: Path, record: dict[str, Any]) -> None:
 
 def check_resumable(saved: dict[str, Any], recipe: Recipe, run_dir: Path) -> None:
     """A resumed run keeps its network, data and optimisation; only its length and run settings
-    (device, workers, ...) may change. A run the schedule ended (§5) stays ended."""
+    (device, workers, ...) may change. A run the schedule ended (§5) stays ended; a network
+    imported or exported without its training state (optimizer, schedule, RNG) cannot resume."""
+    missing = [key for key in RESUME_KEYS if key not in saved]
+    if missing:
+        raise RunError(
+            f"{saved['path']} holds a network but not its training state ({', '.join(missing)}); "
+            "it cannot be resumed: start a new run"
+        )
     checkpoint.ensure_variant(saved, recipe.model.variant)
     before, after = Recipe.from_dict(saved["recipe"]).to_dict(), recipe.to_dict()
     for values in (before, after):  # runs from before data paths were stored absolute
