@@ -222,12 +222,12 @@ def sweep(
 
 def reached_targets(curve: Curve, targets: Sequence[float]) -> dict[str, dict[str, float]]:
     """{"0.25": {"epochs": e, "seconds": s}} for each target the curve reaches."""
-    found = {f"{target:g}": curve.reaches(target) for target in targets}
-    return {key: {"epochs": e, "seconds": s} for key, (e, s) in _present(found).items()}
-
-
-def _present(values: dict) -> dict:
-    return {key: value for key, value in values.items() if value is not None}
+    timed = {}
+    for target in targets:
+        point = curve.reaches(target)  # (epochs, seconds), or None
+        if point is not None:
+            timed[f"{target:g}"] = {"epochs": point[0], "seconds": point[1]}
+    return timed
 
 
 LAYOUT = (
