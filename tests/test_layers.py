@@ -82,3 +82,14 @@ def test_training_loads_nothing_of_the_analysis_stack():
     assert "alexnet.train" in loaded
     unwanted = ("alexnet.analysis", "alexnet.experiments", "alexnet.cli", "jinja2", "faiss")
     assert [name for name in loaded if name.startswith(unwanted)] == []
+
+
+def test_the_command_line_starts_without_torchvision():
+    """Importing torchvision loads torch._dynamo (1.5-3 s on a 2-core CPU): only the commands
+    that decode JPEG batches, download or import torchvision's weights load it, when they do."""
+    code = "import sys, alexnet.cli\nprint('\\n'.join(sorted(sys.modules)))"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert "alexnet.cli.commands" in loaded
+    assert [name for name in loaded if name.startswith(("torchvision", "torch._dynamo"))] == []

@@ -33,11 +33,15 @@ def top_k_errors(probabilities: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -
     return torch.stack([(~hits[:, :k].any(dim=1)).sum() for k in ks])
 
 
-def average_ten_crop(logits: torch.Tensor) -> torch.Tensor:
-    """§4.1: logits (B*10, C) or (B, 10, C) -> (B, C), the mean of the ten softmax outputs."""
-    num_classes = logits.shape[-1]
-    probabilities = logits.reshape(-1, 10, num_classes).softmax(dim=-1)  # (B, 10, C)
-    return probabilities.mean(dim=1)
+def average_ten_crop(logits: torch.Tensor, counts: torch.Tensor | None = None) -> torch.Tensor:
+    """§4.1: logits (B*10, C) or (B, 10, C) -> (B, C), the mean of the ten softmax outputs.
+
+    counts (V,): the logits are of V distinct views, view v standing for counts[v] of the ten
+    (`distinct_views`); the mean is then weighted by them."""
+    counts = torch.ones(10) if counts is None else counts
+    probabilities = logits.reshape(-1, len(counts), logits.shape[-1]).softmax(dim=-1)  # (B, V, C)
+    weights = counts.to(probabilities.device, probabilities.dtype)[None, :, None] / 10
+    return (probabilities * weights).sum(dim=1)
 
 
 def images_per_batch(batch_size: int, ten_crop: bool) -> int:
@@ -50,11 +54,31 @@ def class_probabilities(
 ) -> torch.Tensor:
     """Softmax outputs (B, C) of (B, 3, H, W) images, or of (B, 10, 3, H, W) ten crops averaged
     (§4.1); the images go to the placement's device, the result stays there."""
-    ten_crop = images.dim() == 5
-    flat = images.flatten(0, 1) if ten_crop else images  # (B·10, 3, H, W) or (B, 3, H, W)
+    if images.dim() == 4:
+        with placement.autocast():
+            return model(placement.images(images)).float().softmax(dim=1)
+    views, counts = distinct_views(images)  # an image the size of the crop: 2 views, not 10
+    flat = images[:, views].flatten(0, 1)  # (B·V, 3, H, W)
     with placement.autocast():
         logits = model(placement.images(flat)).float()
-    return average_ten_crop(logits) if ten_crop else logits.softmax(dim=1)
+    return average_ten_crop(logits, counts)
+
+
+def distinct_views(crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The views of (B, 10, 3, H, W) crops that differ somewhere in the batch, and how many of
+    the ten each stands for: when the image is the crop's size (digits at 64 px) the five
+    windows of §4.1 coincide, and the net need only see the centre and its mirror image."""
+    kept: list[int] = []
+    counts: list[int] = []
+    for view in range(crops.shape[1]):
+        for slot, earlier in enumerate(kept):
+            if torch.equal(crops[:, earlier], crops[:, view]):
+                counts[slot] += 1
+                break
+        else:
+            kept.append(view)
+            counts.append(1)
+    return torch.tensor(kept), torch.tensor(counts)
 
 
 @torch.no_grad()

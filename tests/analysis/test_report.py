@@ -4,6 +4,7 @@ a finished run."""
 import base64
 import json
 import logging
+import os
 from html.parser import HTMLParser
 
 import pytest
@@ -74,6 +75,51 @@ def test_report_command_rewrites_it_for_chosen_images(reported_run, capsys):
     assert "written" in capsys.readouterr().out
     assert (reported_run / "report.html").stat().st_mtime_ns != before
     assert "Validation images 0, 2" in (reported_run / "report.html").read_text()
+
+
+def test_a_second_report_of_the_checkpoint_reads_every_result_from_the_cache(
+    reported_run, monkeypatch
+):
+    alexnet.analysis.report.write_run_report(reported_run)  # as `alexnet train` wrote it
+    before = {
+        name: (reported_run / name).read_bytes()
+        for name in ("top5.png", "neighbours.png", "codes.json")
+    }
+    evaluation = _section(reported_run, "Evaluation")
+
+    def never(*args, **kwargs):
+        raise AssertionError("the network was built, or the checkpoint evaluated, again")
+
+    monkeypatch.setattr(alexnet.analysis.report, "TrainedNetwork", never)
+    monkeypatch.setattr(alexnet.analysis.report, "evaluate_checkpoint", never)
+    alexnet.analysis.report.write_run_report(reported_run)
+    for name, content in before.items():
+        assert (reported_run / name).read_bytes() == content, name
+    assert _section(reported_run, "Evaluation") == evaluation
+    assert list((reported_run / "cache").glob("*.tmp")) == []
+
+
+def test_a_newer_checkpoint_is_not_read_from_the_cache(reported_run, monkeypatch):
+    best = reported_run / "best.pt"
+    stat = best.stat()
+    os.utime(best, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # as a later epoch's save
+    built = []
+    original = alexnet.analysis.report.TrainedNetwork
+
+    def counted(*args, **kwargs):
+        built.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(alexnet.analysis.report, "TrainedNetwork", counted)
+    alexnet.analysis.report.write_run_report(reported_run)
+    assert built == [1]
+
+
+def _section(run, title: str) -> str:
+    """The HTML of the report's section whose heading starts with `title`."""
+    html = (run / "report.html").read_text()
+    start = html.index(f"<h2>{title}")
+    return html[start : html.index("<h2>", start + 1)]
 
 
 def test_report_command_refuses_an_index_outside_the_set(reported_run, capsys):

@@ -57,7 +57,7 @@ def test_features_are_fc7_cached_as_float16(run, monkeypatch):
     monkeypatch.setattr(TrainedNetwork, "embed_source", None)  # a second call reads the cache
     again = cached_features(net, source, "train")
     np.testing.assert_array_equal(again.vectors, features.vectors)
-    assert list((run / "features").glob("*.tmp")) == []
+    assert list((run / "cache").glob("*.tmp")) == []
 
 
 def net_recipe(net):

@@ -61,6 +61,21 @@ def test_prepare_upsamples_small_images():
     assert Prepare(72)(Image.new("RGB", (8, 8))).shape == (3, 72, 72)
 
 
+@pytest.mark.parametrize("height, width", [(37, 53), (53, 37), (40, 40), (7, 11), (300, 257)])
+@pytest.mark.parametrize("size", [16, 40, 64])
+def test_prepare_is_torchvisions_resize_and_centre_crop(height, width, size):
+    """Prepare runs torch's kernel itself (no torchvision import); torchvision's v2 resize of
+    the shorter side, then its centre crop, is the reference, pixel for pixel."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as tv
+
+    pixels = np.random.default_rng(height * width).integers(0, 256, (height, width, 3), np.uint8)
+    image = Image.fromarray(pixels)
+    resized = tv.resize(tv.pil_to_tensor(image), [size], InterpolationMode.BILINEAR, antialias=True)
+    expected = tv.center_crop(resized, [size, size])
+    assert torch.equal(Prepare(size)(image), expected)
+
+
 def test_to_float_keeps_0_255_values():
     pixels = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (5, 5, 3), dtype=np.uint8))
     recipe = DataRecipe(image_size=5, crop_size=5, input_scale="raw")

@@ -309,3 +309,17 @@ def test_a_training_subset_is_fixed_by_the_split_seed(image_tree):
     assert first.train.fingerprint() != full.train.fingerprint()
     recipe.split_seed = 1
     assert open_splits(recipe).train.indices.tolist() != first.train.indices.tolist()
+
+
+def test_digits_read_from_scikit_learns_file_are_load_digits(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    from alexnet.data import digits
+
+    reference = load_digits()
+    images, target = digits.read_digits()
+    np.testing.assert_array_equal(images, reference.images)
+    np.testing.assert_array_equal(target, reference.target)
+    monkeypatch.setattr(digits.importlib.util, "find_spec", lambda name: None)  # not found
+    images, target = digits.read_digits()  # through load_digits()
+    np.testing.assert_array_equal(images, reference.images)

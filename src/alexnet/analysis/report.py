@@ -3,8 +3,10 @@
 `write_run_report(run_dir)` gathers what a run wrote (recipe.json, metrics.jsonl, curves.png,
 conv1.png) and computes what it has not: the evaluation (centre crop and ten crops, §4.1),
 Figure 4's top-5 panels (`top5.png`) and fc7 nearest neighbours (`neighbours.png`), and the recall
-of the binary codes (`codes.json`, §6.1). `write_report(path, title, subtitle, sections)` renders
-any sections with `templates/report.html.j2` (jinja2, autoescaped); the experiments use it too.
+of the binary codes (`codes.json`, §6.1), each once per checkpoint (kept in RUN/cache/, cache.py:
+a second report of the same checkpoint only reads). `write_report(path, title, subtitle,
+sections)` renders any sections with `templates/report.html.j2` (jinja2, autoescaped); the
+experiments use it too.
 Images are embedded as data URIs, so the page opens from a file with no network.
 """
 
@@ -22,8 +24,9 @@ import numpy as np
 from PIL import Image
 
 from alexnet.analysis.binary_codes import evaluate_codes
+from alexnet.analysis.cache import cache_path, cached_file, cached_json
 from alexnet.analysis.plots import Neighbours, Top5, plot_neighbours, plot_top5
-from alexnet.analysis.retrieval import cached_features, nearest_neighbours
+from alexnet.analysis.retrieval import Features, cached_features, nearest_neighbours
 from alexnet.data import ImageSource, Splits, open_splits
 from alexnet.errors import UserError
 from alexnet.evaluate import evaluate_checkpoint
@@ -97,39 +100,84 @@ def write_run_report(
     indices: list[int] | None = None,
     ten_crop: bool = True,
     bits: int = 256,
+    queries: int = 1_000,
     progress: bool = False,
 ) -> Path:
     """Write `report.html` (and top5.png, neighbours.png, codes.json) into a run folder.
 
     samples: validation images for the top-5 panels, seeded; `indices` chooses them instead.
-    The first six of them are the nearest-neighbour queries. The run folder is locked while
-    this writes (run/folder.py): training or another report there is turned away.
+    The first six of them are the nearest-neighbour queries. queries: the binary codes' recall
+    is measured for a seeded sample of at most this many validation images (the exact search
+    it is measured against costs queries × training images × 4096). What is computed from the
+    checkpoint is cached in RUN/cache/ (cache.py): the network is built only when something is
+    missing there. The run folder is locked while this writes (run/folder.py): training or
+    another report there is turned away.
     """
     run_dir = Path(run_dir)
     state = checkpoint.load(run_dir, prefer="best.pt")
-    run_dir = Path(state["path"]).parent  # RUN/best.pt given: its run folder
+    saved = Path(state["path"])
+    run_dir = saved.parent  # RUN/best.pt given: its run folder
     with run_folder.lock(run_dir):  # one writer of the run folder at a time
         recipe = checkpoint.recipe_of(state)
         records = read_metrics(run_dir / "metrics.jsonl")  # a cut last line: warned, dropped
         splits = open_splits(recipe.data)
-        net = TrainedNetwork(state, device=device)
-        timings: dict[str, float] = {}
+        analysis = _Analysis(state, splits, device, workers, progress)
         chosen = _pick(splits.val, samples, indices, recipe.run.seed)  # a bad index: before work
         sections = _run_sections(recipe, records, splits, run_dir)
+        timings: dict[str, float] = {}
 
         start = time.perf_counter()
-        _, results = evaluate_checkpoint(state, ten_crop=ten_crop, device=device, workers=workers)
+        results = analysis.evaluation(ten_crop)
         timings["evaluation (one crop and ten crops)"] = time.perf_counter() - start
         sections.append(_evaluation_section(state, results))
 
-        sections += _figure4_sections(net, splits, chosen, run_dir, workers, progress, timings)
+        start = time.perf_counter()
+        sections += _figure4_sections(analysis, chosen, run_dir)
+        timings["Figure 4 (top-5, fc7 features and neighbours)"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        sections.append(_codes_section(net, splits, run_dir, bits, workers))
+        sections.append(_codes_section(analysis, run_dir, bits, queries, recipe.run.seed))
         timings["binary codes (fit, encode, search)"] = time.perf_counter() - start
         sections.append(_timings_section(records, timings))
-        subtitle = f"{run_dir.resolve()} · {state['path']} (epoch {state['epoch']})"
+        subtitle = f"{run_dir.resolve()} · {saved} (epoch {state['epoch']})"
         return write_report(run_dir / "report.html", f"Run {run_dir.name}", subtitle, sections)
+
+
+class _Analysis:
+    """A checkpoint, its data and where the results computed from them are cached: the network
+    is built, and fc7 computed, only when a cached result is missing (cache.py)."""
+
+    def __init__(self, state: dict, splits: Splits, device: str, workers: int, progress: bool):
+        self.state, self.splits, self.device = state, splits, device
+        self.workers, self.progress = workers, progress
+        self.fingerprints = (splits.train.fingerprint(), splits.val.fingerprint())
+        self._network: TrainedNetwork | None = None
+
+    def cache(self, what: str, suffix: str, *options: object) -> Path:
+        return cache_path(Path(self.state["path"]), what, suffix, *self.fingerprints, *options)
+
+    @property
+    def network(self) -> TrainedNetwork:
+        if self._network is None:
+            self._network = TrainedNetwork(self.state, device=self.device)
+        return self._network
+
+    def evaluation(self, ten_crop: bool) -> dict[str, dict]:
+        """evaluate_checkpoint's figures per view, from the cache or computed."""
+        return cached_json(
+            self.cache("evaluation", ".json", ten_crop, self.device),
+            lambda: evaluate_checkpoint(
+                self.state, ten_crop=ten_crop, device=self.device, workers=self.workers,
+                progress=self.progress,
+            )[1],
+        )  # fmt: skip
+
+    def features(self, split: str) -> Features:
+        """fc7 of every image of the split ("train" or "val"), from its cache or computed."""
+        source = getattr(self.splits, split)
+        return cached_features(
+            self.network, source, split, workers=self.workers, progress=self.progress
+        )
 
 
 def _run_sections(
@@ -217,47 +265,48 @@ def _image(source: ImageSource, index: int) -> Image.Image | None:
 
 
 def _figure4_sections(
-    net: TrainedNetwork,
-    splits: Splits,
-    chosen: list[int],
-    run_dir: Path,
-    workers: int,
-    progress: bool,
-    timings: dict[str, float],
-    queries: int = 6,
-    neighbours: int = 6,
+    analysis: _Analysis, chosen: list[int], run_dir: Path, queries: int = 6, neighbours: int = 6
 ) -> list[Section]:
     """top5.png and neighbours.png (Figure 4) for the chosen validation images."""
+    splits = analysis.splits
     val, train = splits.val, splits.train
     shown = [(i, image) for i in chosen if (image := _image(val, i)) is not None]
-    probabilities = net.probabilities([image for _, image in shown]) if shown else None
-    panels = []
-    for row, (index, image) in enumerate(shown):
-        best = probabilities[row].topk(min(5, len(net.classes)))
-        names = [net.classes[c] for c in best.indices.tolist()]
-        truth = splits.classes[val.labels[index]]
-        panels.append(Top5(np.asarray(image), truth, names, best.values.tolist()))
-    if panels:
-        plot_top5(panels, run_dir / "top5.png")
-    start = time.perf_counter()
-    train_features = cached_features(net, train, "train", workers=workers, progress=progress)
-    val_features = cached_features(net, val, "val", workers=workers, progress=progress)
-    timings["fc7 features (computed or read from the cache)"] = time.perf_counter() - start
-    asked = [i for i, _ in shown][:queries]
-    found, distances = nearest_neighbours(
-        val_features.vectors[asked], train_features.vectors, neighbours,
-        usable=train_features.readable,
-    )  # fmt: skip
-    rows = [
-        Neighbours(
-            np.asarray(image), splits.classes[val.labels[index]],
-            [np.asarray(_image(train, j)) for j in found[q]],
-            [splits.classes[train.labels[j]] for j in found[q]], distances[q].tolist(),
-        )
-        for q, (index, image) in enumerate(shown[:queries])
-    ]  # fmt: skip
-    if rows:
-        plot_neighbours(rows, run_dir / "neighbours.png")
+
+    def draw_top5(path: Path) -> None:
+        net = analysis.network
+        probabilities = net.probabilities([image for _, image in shown])
+        panels = []
+        for row, (index, image) in enumerate(shown):
+            best = probabilities[row].topk(min(5, len(net.classes)))
+            names = [net.classes[c] for c in best.indices.tolist()]
+            truth = splits.classes[val.labels[index]]
+            panels.append(Top5(np.asarray(image), truth, names, best.values.tolist()))
+        plot_top5(panels, path)
+
+    def draw_neighbours(path: Path) -> None:
+        train_features, val_features = analysis.features("train"), analysis.features("val")
+        asked = [i for i, _ in shown][:queries]
+        found, distances = nearest_neighbours(
+            val_features.vectors[asked], train_features.vectors, neighbours,
+            usable=train_features.readable,
+        )  # fmt: skip
+        rows = [
+            Neighbours(
+                np.asarray(image), splits.classes[val.labels[index]],
+                [np.asarray(_image(train, j)) for j in found[q]],
+                [splits.classes[train.labels[j]] for j in found[q]], distances[q].tolist(),
+            )
+            for q, (index, image) in enumerate(shown[:queries])
+        ]  # fmt: skip
+        plot_neighbours(rows, path)
+
+    if shown:
+        picked = [i for i, _ in shown]
+        cached_file(analysis.cache("top5", ".png", picked), draw_top5, run_dir / "top5.png")
+        cached_file(
+            analysis.cache("neighbours", ".png", picked[:queries], neighbours),
+            draw_neighbours, run_dir / "neighbours.png",
+        )  # fmt: skip
     return [
         Section("Figure 4 (left): top-5 predictions",
                 [f"Validation images {', '.join(map(str, chosen))}; the true class in red."],
@@ -270,13 +319,20 @@ def _figure4_sections(
 
 
 def _codes_section(
-    net: TrainedNetwork, splits: Splits, run_dir: Path, bits: int, workers: int
+    analysis: _Analysis, run_dir: Path, bits: int, queries: int, seed: int
 ) -> Section:
-    """§6.1's binary codes: recall of the exact fc7 neighbours, speed-up; written to codes.json."""
-    train = cached_features(net, splits.train, "train", workers=workers)
-    val = cached_features(net, splits.val, "val", workers=workers)
-    database = train.vectors if train.readable.all() else train.vectors[train.readable]
-    result = evaluate_codes(database, np.asarray(val.vectors[val.readable]), bits=bits)
+    """§6.1's binary codes: recall of the exact fc7 neighbours, speed-up; written to codes.json.
+    The queries: the readable validation images, a seeded sample of at most `queries`."""
+
+    def compute() -> dict:
+        train, val = analysis.features("train"), analysis.features("val")
+        database = train.vectors if train.readable.all() else train.vectors[train.readable]
+        rows = np.flatnonzero(val.readable)
+        if len(rows) > queries:
+            rows = np.sort(np.random.default_rng(seed).choice(rows, queries, replace=False))
+        return evaluate_codes(database, np.asarray(val.vectors[rows]), bits=bits)
+
+    result = cached_json(analysis.cache(f"codes{bits}", ".json", queries, seed), compute)
     write_text_atomically(run_dir / "codes.json", json.dumps(result, indent=2) + "\n")
     return codes_section(result)
 

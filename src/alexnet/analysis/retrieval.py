@@ -1,15 +1,14 @@
 """Retrieval by fc7 features (§6.1, Figure 4 right): features of a data set, exact neighbours.
 
-`cached_features(net, source, split)` gives the fc7 vectors (N, 4096) of every image of a data set,
-computed with the network's test-time preprocessing and cached beside its checkpoint as float16
-`.npy` (ImageNet's training set: 1.2M × 4096 × 2 bytes ≈ 10 GB), read back memory-mapped, so
-the set never has to fit in memory. `nearest_neighbours` is exact Euclidean search over such an
-array in chunks whose size is bounded in bytes; `binary_codes.py` compresses the vectors.
-"""
+`cached_features(net, source, split)` gives the fc7 vectors (N, 4096) of every image of a data
+set, computed with the network's test-time preprocessing and cached beside its checkpoint
+(cache.py) as float16 `.npy` (ImageNet's training set: 1.2M × 4096 × 2 bytes ≈ 10 GB), read back
+memory-mapped, so the set never has to fit in memory. `nearest_neighbours` is exact Euclidean
+search over such an array in chunks whose size is bounded in bytes; `binary_codes.py`
+compresses the vectors."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import NamedTuple
@@ -17,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from alexnet.analysis.cache import cache_path
 from alexnet.data import ImageSource
 from alexnet.inference import TrainedNetwork
 
@@ -31,13 +31,9 @@ class Features(NamedTuple):
 
 
 def feature_cache_path(net: TrainedNetwork, source: ImageSource, split: str) -> Path:
-    """`features/<checkpoint>-<split>-<key>.npy` beside the checkpoint; the key changes with the
-    checkpoint file (a later epoch writes a new one) and with the data."""
-    stat = net.path.stat()
-    key = hashlib.sha256(
-        f"{net.path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}\0{source.fingerprint()}".encode()
-    ).hexdigest()[:12]
-    return net.path.parent / "features" / f"{net.path.stem}-{split}-{key}.npy"
+    """`cache/<checkpoint>-<split>-<key>.npy` beside the checkpoint (cache.py): the key changes
+    with the checkpoint file and with the data."""
+    return cache_path(net.path, split, ".npy", source.fingerprint())
 
 
 def cached_features(

@@ -25,7 +25,6 @@ from typing import NamedTuple
 
 import torch
 from torch.utils.data import Dataset, default_collate
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from alexnet.data.dataset import DataError, ImageSource
 from alexnet.data.given import GivenImages, ImageLike
@@ -181,6 +180,9 @@ class BatchTransform:
 
     def _decode(self, batch: CropBatch) -> torch.Tensor:
         """(B, 3, S, S) uint8 on the device from the batch's JPEG bytes, decoded together."""
+        from torchvision.io import ImageReadMode, decode_jpeg  # here: importing torchvision
+
+        # costs 1.5-3 s (it loads torch._dynamo), which every command would otherwise pay
         jpegs = list(torch.split(batch.pixels, batch.lengths.tolist()))
         if self.device.type == "cuda":
             # nvJPEG's hardware engine writes its outputs without waiting for the stream, into

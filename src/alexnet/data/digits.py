@@ -8,6 +8,9 @@ is held out as the test set.
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 
 from alexnet.data.dataset import ArraySource, Splits, stratified_split
@@ -16,20 +19,18 @@ TEST_FRACTION = 0.2
 
 
 def open_digits(seed: int = 0) -> Splits:
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    gray = np.rint(digits.images * (255 / 16)).astype(np.uint8)  # (1797, 8, 8)
+    images, target = read_digits()
+    gray = np.rint(images * (255 / 16)).astype(np.uint8)  # (1797, 8, 8)
     rgb = np.ascontiguousarray(np.repeat(gray[:, :, :, None], 3, axis=3))  # (1797, 8, 8, 3)
     classes = [str(digit) for digit in range(10)]
     train_indices, test_indices = stratified_split(
-        digits.target, classes, TEST_FRACTION, seed, what="digits"
+        target, classes, TEST_FRACTION, seed, what="digits"
     )
     train = ArraySource(
-        "digits (scikit-learn) train", classes, rgb[train_indices], digits.target[train_indices]
+        "digits (scikit-learn) train", classes, rgb[train_indices], target[train_indices]
     )
     test = ArraySource(
-        "digits (scikit-learn) test", classes, rgb[test_indices], digits.target[test_indices]
+        "digits (scikit-learn) test", classes, rgb[test_indices], target[test_indices]
     )
     return Splits(
         train,
@@ -38,3 +39,19 @@ def open_digits(seed: int = 0) -> Splits:
         f"digits (scikit-learn): {len(classes)} classes, {len(train)} train, {len(test)} test "
         f"({TEST_FRACTION:.0%} held out, seeded {seed}, stratified)",
     )
+
+
+def read_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 images (N, 8, 8) float, values 0-16, and their digits (N,): scikit-learn's
+    `load_digits()`, read straight from the file it reads (`datasets/data/digits.csv.gz`, 64
+    pixels and the digit per row) when it is where scikit-learn keeps it, since importing
+    scikit-learn costs a second here; through `load_digits()` otherwise."""
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    table = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec else None
+    if table is not None and table.is_file():
+        rows = np.loadtxt(table, delimiter=",")  # (1797, 65)
+        return rows[:, :-1].reshape(-1, 8, 8), rows[:, -1].astype(np.int64)
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return digits.images, digits.target

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import torch
 from PIL import Image
-from torchvision.transforms.v2 import functional as F
 
 from alexnet.data.dataset import DataError, ImageSource
 from alexnet.data.decode import read_rgb, to_rgb
@@ -50,7 +49,7 @@ def _as_rgb(image: ImageLike, decode_size: int | None) -> Image.Image:
             raise ValueError(
                 f"expected a uint8 tensor (3, H, W), got {image.dtype} {tuple(image.shape)}"
             )
-        return F.to_pil_image(image)
+        return Image.fromarray(image.permute(1, 2, 0).numpy())
     try:
         return read_rgb(image, decode_size)
     except Exception as error:  # Pillow raises many kinds for a bad file

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 from PIL import Image
 from safetensors.torch import load_file
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from alexnet.data.dataset import DataError, ImageSource, Splits
 from alexnet.data.stats import DataStats
@@ -166,6 +165,9 @@ class PreparedSource(ImageSource):
         try:
             if self.encoding == "raw":
                 return stored.view(size, size, 3).permute(2, 0, 1)
+            from torchvision.io import ImageReadMode, decode_jpeg  # as in batches.py: imported
+
+            # when first needed, not by every command
             pixels = decode_jpeg(stored, mode=ImageReadMode.RGB)
         except RuntimeError as error:  # torchvision's decoder raises this for corrupt data
             self.mark_unreadable(index, f"cannot decode the stored image ({error})")

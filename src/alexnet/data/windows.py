@@ -12,7 +12,6 @@ the mean image are the same pixels (batches.py).
 from __future__ import annotations
 
 import torch
-from torchvision.transforms.v2 import functional as F
 
 
 def draw_window(image_size: int, crop_size: int, flip: bool) -> tuple[int, int, bool]:
@@ -43,8 +42,8 @@ def eval_windows(image_size: int, crop_size: int, ten_crop: bool) -> torch.Tenso
 def cut_window(pixels: torch.Tensor, window, crop_size: int) -> torch.Tensor:
     """(C, S, S) -> (C, crop, crop): the window's pixels, mirrored if it says so."""
     top, left, flipped = (int(value) for value in window)
-    crop = F.crop(pixels, top, left, crop_size, crop_size)
-    return F.horizontal_flip(crop) if flipped else crop
+    crop = pixels[..., top : top + crop_size, left : left + crop_size]
+    return crop.flip(-1) if flipped else crop
 
 
 def cut_windows(

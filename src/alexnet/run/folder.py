@@ -39,7 +39,7 @@ class RunError(UserError):
 LOCK = ".alexnet.lock"  # held by the one process writing the folder
 RUN_FILES = {  # what training, the report, eval, export and the demo write into a run folder
     "recipe.json", "metrics.jsonl", "last.pt", "best.pt", "curves.png", "conv1.png", "train.log",
-    "tensorboard", "report.html", "top5.png", "neighbours.png", "codes.json", "features",
+    "tensorboard", "report.html", "top5.png", "neighbours.png", "codes.json", "cache", "features",
     "samples", LOCK,
 }  # fmt: skip
 RUN_FILE_SUFFIXES = (".safetensors", ".onnx")  # exports beside the checkpoints

@@ -1,0 +1,36 @@
+import pytest
+import torch
+from torch import nn
+
+from alexnet.data.batches import preprocess
+from alexnet.evaluate import average_ten_crop, class_probabilities, distinct_views
+from alexnet.placement import Placement
+from alexnet.recipe import DataRecipe, RunRecipe
+from tests.data.test_preprocess import gradient_image, zero_stats
+
+
+def ten_crops(image_size: int, crop_size: int, images: int = 3) -> torch.Tensor:
+    """(B, 10, 3, crop, crop) ten crops (§4.1) of different gradient images, zero statistics."""
+    recipe = DataRecipe(image_size=image_size, crop_size=crop_size, input_scale="raw")
+    stats = zero_stats(image_size)
+    pictures = [gradient_image(image_size).rotate(90 * k) for k in range(images)]
+    return preprocess(pictures, recipe, stats, ten_crop=True)
+
+
+def test_an_image_the_size_of_its_crop_has_two_distinct_views():
+    views, counts = distinct_views(ten_crops(6, 6))
+    assert views.tolist() == [0, 5] and counts.tolist() == [5, 5]  # centre, and its mirror
+    views, counts = distinct_views(ten_crops(8, 6))
+    assert views.tolist() == list(range(10)) and counts.tolist() == [1] * 10
+
+
+@pytest.mark.parametrize("image_size", [6, 8])
+def test_class_probabilities_of_distinct_views_equal_the_mean_over_all_ten(image_size):
+    torch.manual_seed(0)
+    crops = ten_crops(image_size, 6)  # (3, 10, 3, 6, 6)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 4)).eval()
+    placement = Placement.for_run(RunRecipe(device="cpu"))
+    with torch.no_grad():
+        every_view = average_ten_crop(model(crops.flatten(0, 1)))  # all ten forwarded
+        probabilities = class_probabilities(model, crops, placement)
+    torch.testing.assert_close(probabilities, every_view, rtol=1e-6, atol=1e-7)
