@@ -1,20 +1,25 @@
 """Training-step throughput of the paper's net against torchvision's layout ("owt"), in the
-configuration training uses on the device, and LRN alone against `F.local_response_norm`.
+configuration training uses on the device and in a plain torch loop, and LRN alone against
+`F.local_response_norm`.
 
-The step is `train.training_step` with the paper's SGD and the `paper` recipe's placement: on
-CUDA bf16 autocast, channels_last, `torch.compile` and cuDNN's autotuner; on the CPU float32 and
-the allocator setting training uses there (`device.keep_freed_memory`). Variants run in rounds,
-each round timing a few steps of every variant in turn, so a noisy machine slows all alike.
-Prints images/s and the ratio to owt (on CUDA also each variant's peak memory), then LRN's
-forward + backward at conv1's and conv2's shapes, ours against torch's.
+`training`: `train.training_step` with the paper's SGD and the `paper` recipe's placement: on
+CUDA bf16 autocast, channels_last, `torch.compile` and cuDNN's autotuner; on the CPU float32.
+`plain`: what a library user writes: `AlexNet(...)` on the device, `torch.optim.SGD` (momentum
+0.9, weight decay 5e-4), forward, `cross_entropy`, backward, step, nothing else. On the CPU both
+get the allocator setting `AlexNet` applies when built (`host_memory.keep_freed_memory`).
+Variants run in rounds, each round timing a few steps of every variant in turn, so a noisy
+machine slows all alike; `--repeats N` measures N times and prints the median and range of each
+variant's ratio to owt. Prints images/s and the ratio to owt (on CUDA also each variant's peak
+memory), then LRN's forward + backward at conv1's and conv2's shapes, ours against torch's.
 
     PYTHONPATH=src python3 bench/bench_step.py [--batch-size N] [--rounds N] [--device cpu|cuda]
-        [--variants paper,owt,...] [--no-compile]
+        [--variants paper,owt,...] [--loops training,plain] [--repeats N] [--no-compile]
 
 Batch size: 32 on the CPU, the paper's 128 on CUDA (what training uses); try 1024 on a big GPU.
 """
 
 import argparse
+import statistics
 import time
 
 import torch
@@ -42,18 +47,32 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def build(name: str, placement: Placement):
+def build(name: str, placement: Placement, loop: str):
+    """(model, optimizer, step): `loop` "training" is train.training_step on the placement's
+    model; "plain" is a stock torch loop with torch.optim.SGD."""
+    if loop == "plain":
+        model = AlexNet(**VARIANTS[name]).to(placement.device)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        return model, optimizer, plain_step
     model = placement.model(AlexNet(**VARIANTS[name]))
     if name == "paper-groups":
         for layer in model.modules():
             if isinstance(layer, TowerConv2d):
                 layer.split = False
-    return placement.step_model(model), PaperSGD(model.parameters(), lr=0.01)
+    optimizer = PaperSGD(model.parameters(), lr=0.01)
+    return placement.step_model(model), optimizer, training_step
+
+
+def plain_step(model, optimizer, images, labels, placement) -> None:
+    loss = F.cross_entropy(model(images.to(placement.device)), labels.to(placement.device))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
 
 
 def time_steps(name, steps, placement, images, labels, count) -> tuple[float, float]:
     """Seconds for `count` training steps, and the peak memory they added (MiB, CUDA only)."""
-    model, optimizer = steps[name]
+    model, optimizer, step = steps[name]
     device = placement.device
     synchronize(device)
     if device.type == "cuda":
@@ -61,18 +80,19 @@ def time_steps(name, steps, placement, images, labels, count) -> tuple[float, fl
     before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     start = time.perf_counter()
     for _ in range(count):
-        training_step(model, optimizer, images, labels, placement)
+        step(model, optimizer, images, labels, placement)
     synchronize(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) - before if device.type == "cuda" else 0
     return seconds, peak / 2**20
 
 
-def bench_steps(args, placement: Placement) -> None:
+def bench_steps(args, placement: Placement, loop: str) -> dict[str, float]:
+    """Print images/s and the ratio to owt per variant; return the ratios."""
     torch.manual_seed(0)
     images = torch.randn(args.batch_size, 3, 224, 224) * 50  # the paper's raw-pixel scale
     labels = torch.randint(0, 1000, (args.batch_size,))
-    steps = {name: build(name, placement) for name in args.variants}
+    steps = {name: build(name, placement, loop) for name in args.variants}
     for name in steps:  # warm-up: compilation, cuDNN's autotuning, first allocations
         time_steps(name, steps, placement, images, labels, 2)
     seconds = dict.fromkeys(steps, 0.0)
@@ -85,6 +105,7 @@ def bench_steps(args, placement: Placement) -> None:
     rates = {name: args.rounds * args.steps * args.batch_size / s for name, s in seconds.items()}
     reference = rates.get("owt")
     on_cuda = placement.device.type == "cuda"
+    print(f"\n{loop} loop:")
     print(
         f"{'variant':<14}{'images/s':>10}{'vs owt':>9}" + (f"{'peak MiB':>10}" if on_cuda else "")
     )
@@ -92,6 +113,7 @@ def bench_steps(args, placement: Placement) -> None:
         ratio = f"{rate / reference:>8.2f}x" if reference else f"{'-':>9}"
         memory = f"{peaks[name]:>10.0f}" if on_cuda else ""
         print(f"{name:<14}{rate:>10.1f}{ratio}{memory}")
+    return {name: rate / reference for name, rate in rates.items()} if reference else {}
 
 
 def bench_lrn(args, placement: Placement) -> None:
@@ -138,6 +160,8 @@ def main() -> None:
         help=f"comma-separated, from {', '.join(VARIANTS)} (default: paper, paper-no-lrn, owt; "
         "on CUDA also paper-groups)",
     )
+    parser.add_argument("--loops", default="training,plain", help="training, plain or both")
+    parser.add_argument("--repeats", type=int, default=1, help="whole measurements (default 1)")
     parser.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")
     args = parser.parse_args()
     run = preset("paper").run
@@ -152,12 +176,23 @@ def main() -> None:
     unknown = set(args.variants) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variants: {', '.join(sorted(unknown))}")
+    if not set(args.loops.split(",")) <= {"training", "plain"}:
+        parser.error(f"--loops takes training, plain or both, not {args.loops!r}")
     print(
         f"device {placement.device}{placement.description}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, batch {args.batch_size}, 224 px, "
         f"{args.rounds} rounds of {args.steps} steps per variant"
     )
-    bench_steps(args, placement)
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.repeats):
+        for loop in args.loops.split(","):
+            for name, ratio in bench_steps(args, placement, loop).items():
+                ratios.setdefault((loop, name), []).append(ratio)
+    if args.repeats > 1:
+        print(f"\nratio to owt over {args.repeats} measurements: median [min, max]")
+        for (loop, name), values in ratios.items():
+            print(f"{loop:<9}{name:<14}{statistics.median(values):.2f}x "
+                  f"[{min(values):.2f}, {max(values):.2f}]")  # fmt: skip
     bench_lrn(args, placement)
 
 

@@ -245,3 +245,13 @@ def test_small_inputs_take_fc6_on_summed_weights_with_the_same_values_and_gradie
     assert torch.allclose(fast, plain, rtol=1e-5, atol=1e-5)
     for got, expected in zip(fast_grads, plain_grads, strict=True):
         assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * expected.abs().max())
+
+
+def test_building_the_net_keeps_freed_host_memory(monkeypatch):
+    """A library user's plain loop gets the allocator setting `alexnet train` runs with."""
+    import alexnet.model
+
+    applied = []
+    monkeypatch.setattr(alexnet.model, "keep_freed_memory", lambda: applied.append(True))
+    AlexNet(num_classes=10)
+    assert applied == [True]

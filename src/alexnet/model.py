@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet.host_memory import keep_freed_memory
 from alexnet.ops import local_response_norm
 
 Variant = Literal["paper", "one-tower", "half-width", "owt"]
@@ -129,6 +130,7 @@ class AlexNet(nn.Module):
         init: Literal["paper", "kaiming"] = "paper",
     ) -> None:
         super().__init__()
+        keep_freed_memory()  # a CPU step allocates dozens of blocks over 32 MB: host_memory.py
         if variant not in _CONV_CHANNELS:
             raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(_CONV_CHANNELS)}")
         if activation not in ("relu", "tanh"):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from alexnet.placement.device import keep_freed_memory, resolve_device
+from alexnet.placement.device import resolve_device
 from alexnet.placement.ranks import Ranks
 from alexnet.placement.towers import TwoTowers, parse_devices
 from alexnet.recipe import RecipeError, RunRecipe
@@ -81,11 +81,10 @@ class Placement:
 
     def prepare(self) -> None:
         """Process-wide settings for fast steps on this device: cuDNN picks the fastest
-        convolution algorithms for the (fixed) shapes on CUDA; freed memory is kept on a CPU."""
+        convolution algorithms for the (fixed) shapes on CUDA. (On a CPU, the allocator setting
+        the steps need was applied when the network was built: host_memory.py.)"""
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        else:
-            keep_freed_memory()
 
     def place(self, network: nn.Module) -> nn.Module:
         """The network on its device, or split over the two towers' devices (§3.2)."""
