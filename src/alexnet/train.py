@@ -179,7 +179,10 @@ def fit(
             log.setLevel(logging.WARNING)  # rank 0 tells the story
         with stop_on_signals() as request:
             run = start_run(recipe, run_dir, splits, resume_from, placement, progress)
-            return _train(run, request, progress and ranks.is_main, board)
+            try:
+                return _train(run, request, progress and ranks.is_main, board)
+            finally:
+                run.saves.wait()  # the last checkpoint in place before fit returns
     except OSError as error:  # disk full, no permission, --out under a file
         _close(handler)
         handler = None

@@ -203,14 +203,13 @@ def test_kill_9_mid_epoch_then_resume_is_bit_exact(straight, colour_tree, tmp_pa
 
 KILLED_WHILE_SAVING = """
 import os, signal, sys
-from alexnet.run import checkpoint
 from alexnet.cli import main
-from alexnet.files import write_atomically
+from alexnet.files import FlushedInBackground, write_atomically
 
 saves = []
-real_save = checkpoint.save_atomically
+real_write = FlushedInBackground.write
 
-def dying_save(state, path):
+def dying_write(self, path, write, then=None):
     saves.append(path)
     if len(saves) == 2:  # last.pt after epoch 2: half of it written, then kill -9
         def half(file):
@@ -218,9 +217,9 @@ def dying_save(state, path):
             file.flush()
             os.kill(os.getpid(), signal.SIGKILL)
         write_atomically(path, half)
-    real_save(state, path)
+    real_write(self, path, write, then)
 
-checkpoint.save_atomically = dying_save
+FlushedInBackground.write = dying_write
 sys.exit(main(sys.argv[1:]))
 """
 

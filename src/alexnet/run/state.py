@@ -27,7 +27,7 @@ from alexnet.data import DataStats, Splits, compute_stats, make_batches
 from alexnet.data.batches import DeviceBatches
 from alexnet.data.stats import stats_cache_dir
 from alexnet.errors import TrainingDiverged
-from alexnet.files import write_text_atomically
+from alexnet.files import FlushedInBackground, write_text_atomically
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, plateau_schedule
 from alexnet.placement import Placement
@@ -64,6 +64,7 @@ class Run:
     start_step: int = 0  # steps of start_epoch already taken (a run resumed mid-epoch)
     best_error: float = math.inf
     partial: dict[str, Any] | None = None  # the metrics of an epoch stopped midway
+    saves: FlushedInBackground = field(default_factory=FlushedInBackground)  # checkpoint writes
 
     @property
     def ranks(self) -> Ranks:
@@ -182,9 +183,11 @@ def save_checkpoint(run: Run, epoch: int, *, step=0, partial=None, val=None, imp
     state = checkpoint_state(run, network, epoch, step, val=val, partial=partial)
     if finished:
         state["finished"] = finished
-    checkpoint.save_atomically(state, run.run_dir / "last.pt")
-    if improved:
-        checkpoint.link_atomically(run.run_dir / "last.pt", run.run_dir / "best.pt")
+    last, best = run.run_dir / "last.pt", run.run_dir / "best.pt"
+    run.saves.write(  # flushed to disk while the next epoch trains; fit() waits at the end
+        last, lambda file: torch.save(state, file),
+        then=(lambda: checkpoint.link_atomically(last, best)) if improved else None,
+    )  # fmt: skip
 
 
 PARTIAL_KEYS = ("loss", "top1_error", "images", "seconds", "skipped", "steps")  # mid-epoch

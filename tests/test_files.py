@@ -1,0 +1,60 @@
+"""files.FlushedInBackground: a checkpoint's flush to disk off the training path, still atomic."""
+
+import os
+import threading
+
+import pytest
+
+import alexnet.files
+from alexnet.files import FlushedInBackground
+
+
+def test_the_old_file_stays_until_the_new_one_is_flushed(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"old")
+    release, flushed = threading.Event(), []
+    real_fsync = os.fsync
+
+    def slow_fsync(descriptor):
+        release.wait(timeout=30)
+        flushed.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(alexnet.files.os, "fsync", slow_fsync)
+    linked = []
+    writer = FlushedInBackground()
+    writer.write(
+        path, lambda file: file.write(b"new"), then=lambda: linked.append(path.read_bytes())
+    )
+    assert path.read_bytes() == b"old"  # written, not yet flushed: not in place
+    assert len(list(tmp_path.glob(".last.pt.*.tmp"))) == 1
+    release.set()
+    writer.wait()
+    assert path.read_bytes() == b"new" and flushed
+    assert linked == [b"new"]  # `then` ran after the rename
+    assert list(tmp_path.glob("*.tmp")) == []
+
+
+def test_a_second_write_waits_for_the_first(tmp_path):
+    writer = FlushedInBackground()
+    for content in (b"one", b"two", b"three"):
+        writer.write(tmp_path / "f", lambda file, c=content: file.write(c))
+    writer.wait()
+    assert (tmp_path / "f").read_bytes() == b"three"
+
+
+def test_a_failed_flush_is_raised_by_wait_and_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"old")
+
+    def full(source, destination):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(alexnet.files.os, "replace", full)
+    writer = FlushedInBackground()
+    writer.write(path, lambda file: file.write(b"new"))
+    with pytest.raises(OSError, match="No space"):
+        writer.wait()
+    assert path.read_bytes() == b"old"
+    assert list(tmp_path.glob("*.tmp")) == []
+    writer.wait()  # raised once
