@@ -284,9 +284,8 @@ def _record(run: Run, epoch: int, lr: float, trained: dict, validated: dict, boa
     append_metrics(run.run_dir / "metrics.jsonl", record)
     plot_curves(run.records, run.run_dir / "curves.png")
     network = single_device(run.network)
-    plot_conv1(
-        network.learned_layers()["conv1"].weight, network.conv1_towers(), run.run_dir / "conv1.png"
-    )
+    conv1 = network.learned_layers()["conv1"].weight
+    plot_conv1(conv1, network.conv1_towers(), run.run_dir / "conv1.png", grey=run.stats.grey)
     board.log_epoch(record, network)
     log.info(
         "epoch %d/%d  lr %.0e  train loss %.4f top-1 err %.2f%%  val loss %.4f "

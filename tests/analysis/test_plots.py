@@ -31,6 +31,28 @@ def test_kernel_grid_scales_each_kernel_to_unit_range():
         assert abs(cell.min().item()) < 1e-6 and abs(cell.max().item() - 1) < 1e-6
 
 
+def test_for_grey_images_the_grid_shows_each_kernels_channel_sum():
+    weights = torch.randn(2, 3, 5, 5)
+    grid = kernel_grid(weights, [range(2)], per_row=2, grey=True)
+    for slot in range(2):
+        cell = grid[1:6, 1 + 6 * slot : 6 + 6 * slot]  # (5, 5, 3)
+        total = weights[slot].sum(dim=0)
+        expected = (total - total.min()) / (total.max() - total.min())
+        for channel in range(3):
+            torch.testing.assert_close(cell[..., channel], expected)
+
+
+def test_grey_is_read_from_the_colour_covariance():
+    from alexnet.data import DataStats
+
+    def stats(eigenvalues):
+        return DataStats(4, torch.zeros(3, 4, 4), torch.ones(3), torch.tensor(eigenvalues),
+                         torch.eye(3))  # fmt: skip
+
+    assert stats([3000.0, 0.0, 0.0]).grey
+    assert not stats([3000.0, 40.0, 2.0]).grey
+
+
 def test_plots_are_written(tmp_path):
     model = AlexNet()
     plot_conv1(model.learned_layers()["conv1"].weight, model.conv1_towers(), tmp_path / "conv1.png")

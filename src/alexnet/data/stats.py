@@ -52,6 +52,12 @@ class DataStats:
     eigenvalues: torch.Tensor  # (3,) float32, descending, of the RGB covariance (0-255 scale)
     eigenvectors: torch.Tensor  # (3, 3) float32, column i = eigenvector i
 
+    @property
+    def grey(self) -> bool:
+        """The images have one colour axis: their RGB covariance has one eigenvalue that is not
+        zero (grey images replicated to three channels: digits, Fashion-MNIST, MNIST)."""
+        return bool(self.eigenvalues[1] <= 1e-6 * self.eigenvalues[0])
+
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         """Tensors and ints only, safe for torch.load(weights_only=True)."""
         return {

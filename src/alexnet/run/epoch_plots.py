@@ -47,19 +47,32 @@ def plot_curves(records: Sequence[dict], path: Path) -> None:
     drops = [
         r["epoch"] for prev, r in zip(records, records[1:], strict=False) if r["lr"] < prev["lr"]
     ]
-    for epoch in drops:
-        error_axis.axvline(epoch, color="grey", linestyle=":", linewidth=1)
+    for epoch in drops:  # between the last epoch at the old rate and the first at the new
+        error_axis.axvline(epoch - 0.5, color="grey", linestyle=":", linewidth=1)
     if drops:
-        error_axis.text(drops[0], 0, " lr ÷10", color="grey", va="bottom")
+        error_axis.text(
+            drops[0] - 0.5,
+            0.98,
+            "ε÷10 ",
+            color="grey",
+            va="top",
+            ha="right",
+            transform=error_axis.get_xaxis_transform(),
+        )  # x: epochs, y: the axis
     save_png(figure, path)
 
 
-def kernel_grid(weights: torch.Tensor, towers: Sequence[range], per_row: int = 8) -> torch.Tensor:
+def kernel_grid(
+    weights: torch.Tensor, towers: Sequence[range], per_row: int = 8, *, grey: bool = False
+) -> torch.Tensor:
     """conv1 kernels (K, 3, h, w) as one RGB image (H, W, 3) in [0, 1], one block per tower.
 
     Each kernel is scaled to [0, 1] on its own, as Figure 3 shows them; the towers are drawn
-    one above the other with a gap, so the two halves of the paper's net sit apart.
+    one above the other with a gap, so the two halves of the paper's net sit apart. grey: each
+    kernel's sum over its three channels instead, in grey.
     """
+    if grey:
+        weights = weights.sum(dim=1, keepdim=True).expand(-1, 3, -1, -1)
     _, _, height, width = weights.shape
     cell_h, cell_w = height + 1, width + 1
     blocks = []
@@ -80,13 +93,20 @@ def kernel_grid(weights: torch.Tensor, towers: Sequence[range], per_row: int = 8
     return torch.cat(pieces, dim=0)
 
 
-def plot_conv1(weights: torch.Tensor, towers: Sequence[range], path: Path) -> None:
-    """Figure 3: the conv1 kernels as a grid, each tower in its own block."""
-    image = kernel_grid(weights, towers, per_row=16)
+def plot_conv1(
+    weights: torch.Tensor, towers: Sequence[range], path: Path, *, grey: bool = False
+) -> None:
+    """Figure 3: the conv1 kernels as a grid, each tower in its own block.
+
+    grey: the images are grey (the same value in all three channels), so a kernel acts as the
+    sum of its three channels; the parts that differ between channels never get a gradient and
+    stay as initialised (noise in colour). The sum is drawn instead, in grey."""
+    image = kernel_grid(weights, towers, per_row=16, grey=grey)
     figure, axis = plt.subplots(figsize=(8, 8 * image.shape[0] / image.shape[1] + 0.4))
     axis.imshow(image.numpy(), interpolation="nearest")
     axis.set_axis_off()
-    title = f"conv1: {weights.shape[0]} kernels {weights.shape[2]}×{weights.shape[3]}×3"
+    title = f"conv1: {weights.shape[0]} kernels {weights.shape[2]}×{weights.shape[3]}"
+    title += ", the 3 channels summed (grey images)" if grey else "×3"
     if len(towers) > 1:
         title += "; tower one above, tower two below"
     axis.set_title(title)
