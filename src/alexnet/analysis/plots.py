@@ -43,8 +43,10 @@ def plot_top5(panels: Sequence[Top5], path: Path, per_row: int = 4) -> None:
         bars = figure.add_subplot(grid[2 * row + 1, column])
         colours = ["tab:red" if c == panel.truth else "tab:blue" for c in panel.classes]
         positions = range(len(panel.classes))
-        bars.barh(positions, panel.probabilities, color=colours)
-        bars.set_yticks(list(positions), panel.classes, fontsize=8)
+        bars.barh(positions, panel.probabilities, color=colours, alpha=0.45)
+        for position, name in zip(positions, panel.classes, strict=True):  # inside the axes:
+            bars.text(0.02, position, name[:30], va="center", fontsize=8)  # long names fit
+        bars.set_yticks([])
         bars.invert_yaxis()
         bars.set_xlim(0, 1)
         bars.tick_params(axis="x", labelsize=7)
