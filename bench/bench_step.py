@@ -6,7 +6,7 @@ configuration training uses on the device and in a plain torch loop, and LRN alo
 CUDA bf16 autocast, channels_last, `torch.compile` and cuDNN's autotuner; on the CPU float32.
 `plain`: what a library user writes: `AlexNet(...)` on the device, `torch.optim.SGD` (momentum
 0.9, weight decay 5e-4), forward, `cross_entropy`, backward, step, nothing else. On the CPU both
-get the allocator setting `AlexNet` applies when built (`host_memory.keep_freed_memory`).
+get the allocator setting `AlexNet` applies on a CPU (`host_memory.keep_freed_memory`).
 Variants run in rounds, each round timing a few steps of every variant in turn, so a noisy
 machine slows all alike; `--repeats N` measures N times and prints the median and range of each
 variant's ratio to owt. Prints images/s and the ratio to owt (on CUDA also each variant's peak
@@ -53,14 +53,19 @@ def build(name: str, placement: Placement, loop: str):
     if loop == "plain":
         model = AlexNet(**VARIANTS[name]).to(placement.device)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        return model, optimizer, plain_step
-    model = placement.model(AlexNet(**VARIANTS[name]))
+        return _one_grouped_convolution(model, name), optimizer, plain_step
+    model = _one_grouped_convolution(placement.model(AlexNet(**VARIANTS[name])), name)
+    optimizer = PaperSGD(model.parameters(), lr=0.01)
+    return placement.step_model(model), optimizer, training_step
+
+
+def _one_grouped_convolution(model, name: str):
+    """paper-groups: the towers as one grouped convolution (on CUDA they are split)."""
     if name == "paper-groups":
         for layer in model.modules():
             if isinstance(layer, TowerConv2d):
                 layer.split = False
-    optimizer = PaperSGD(model.parameters(), lr=0.01)
-    return placement.step_model(model), optimizer, training_step
+    return model
 
 
 def plain_step(model, optimizer, images, labels, placement) -> None:
@@ -161,7 +166,10 @@ def main() -> None:
         "on CUDA also paper-groups)",
     )
     parser.add_argument("--loops", default="training,plain", help="training, plain or both")
-    parser.add_argument("--repeats", type=int, default=1, help="whole measurements (default 1)")
+    parser.add_argument(
+        "--repeats", type=int, choices=range(1, 101), default=1, metavar="N",
+        help="whole measurements, 1-100 (default 1)",
+    )  # fmt: skip
     parser.add_argument("--no-compile", action="store_true", help="no torch.compile on CUDA")
     args = parser.parse_args()
     run = preset("paper").run

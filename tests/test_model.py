@@ -247,11 +247,14 @@ def test_small_inputs_take_fc6_on_summed_weights_with_the_same_values_and_gradie
         assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * expected.abs().max())
 
 
-def test_building_the_net_keeps_freed_host_memory(monkeypatch):
+def test_a_forward_pass_on_a_cpu_keeps_freed_host_memory(monkeypatch):
     """A library user's plain loop gets the allocator setting `alexnet train` runs with."""
     import alexnet.model
 
     applied = []
     monkeypatch.setattr(alexnet.model, "keep_freed_memory", lambda: applied.append(True))
-    AlexNet(num_classes=10)
+    net = AlexNet(num_classes=10)
+    assert applied == []  # building it changes nothing in the process
+    with torch.no_grad():
+        net.eval()(torch.zeros(1, 3, 64, 64))
     assert applied == [True]

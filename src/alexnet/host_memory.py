@@ -1,7 +1,8 @@
 """The host allocator setting this net's CPU steps need: freed memory kept for reuse.
 
-`AlexNet` applies it when built (model.py), so a library user's plain torch loop gets it as
-`alexnet train` does: on glibc, in-process, once. The memory a step frees stays in the process
+`AlexNet` applies it on its first forward pass on a CPU (model.py), so a library user's plain
+torch loop gets it as `alexnet train` does: on glibc, in-process, once; a process that only
+runs the net on a GPU is left as it is. The memory a step frees stays in the process
 for the next step instead of going back to the system (as PyTorch's CUDA caching allocator keeps
 GPU memory); a process's resident size then stays at its peak.
 """

@@ -130,7 +130,6 @@ class AlexNet(nn.Module):
         init: Literal["paper", "kaiming"] = "paper",
     ) -> None:
         super().__init__()
-        keep_freed_memory()  # a CPU step allocates dozens of blocks over 32 MB: host_memory.py
         if variant not in _CONV_CHANNELS:
             raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(_CONV_CHANNELS)}")
         if activation not in ("relu", "tanh"):
@@ -225,6 +224,8 @@ class AlexNet(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The fc7 activations (B, 4096): the last hidden layer used for retrieval (§6.1)."""
         self._check_input(x)
+        if x.device.type == "cpu":  # a CPU step allocates dozens of blocks over 32 MB
+            keep_freed_memory()  # once per process: host_memory.py
         x = self.features(x)  # (B, 256, h, w)
         first = 0
         if x.shape[-2:] == (1, 1) and isinstance(self.classifier[0], nn.Linear):

@@ -190,8 +190,9 @@ def _cifar10() -> Recipe:
 def _fashion_mnist() -> Recipe:
     """All 60,000 Fashion-MNIST photos (28×28 grey, 10 classes), the official 10,000 test images
     held out: 9.65% held-out top-1 error after 6 epochs (~36 min on 2 idle CPU cores). Each
-    value from runs fm1 and fm2 on this project's 2-core CPU (README, "Measured so far"): the
-    digits recipe's settings, with flips (a mirrored garment is the same garment)."""
+    value from runs fm1 and fm2 on this project's 2-core CPU (README, "The paper's claims,
+    measured"): the digits recipe's settings, with flips (a mirrored garment is the same
+    garment)."""
     recipe = Recipe(name="fashion-mnist")
     _small_data(recipe)
     recipe.data.source = "fashion-mnist"

@@ -210,6 +210,7 @@ saves = []
 real_write = FlushedInBackground.write
 
 def dying_write(self, path, write, then=None):
+    self.wait()  # epoch 1's checkpoint in place first, as the real write does
     saves.append(path)
     if len(saves) == 2:  # last.pt after epoch 2: half of it written, then kill -9
         def half(file):

@@ -3,9 +3,10 @@
 A run's report evaluates the checkpoint on ten crops (§4.1), embeds every image by fc7 (§6.1),
 fits the binary codes and draws Figure 4: seconds on digits, hours on ImageNet. Each result is
 one file, `cache/<checkpoint>-<what>-<key>.<suffix>`. The key changes with the checkpoint file
-(its path, size and modification time: a later epoch writes a new one), with the data (the
-fingerprints of the splits it reads) and with the options that change the result, so a stale
-result is never read, and a second `alexnet report` of the same checkpoint only reads.
+(its path, inode, size and modification time: every save writes a new file), with the data
+(the fingerprints of the splits it reads), with the options that change the result and with
+`VERSION`, so a stale result is never read, and a second `alexnet report` of the same
+checkpoint only reads.
 Every file is written atomically (files.py): a report killed half-way leaves no partial result.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 from alexnet.files import write_atomically, write_text_atomically
 
 FOLDER = "cache"
+VERSION = 1  # raised when what is cached is computed or drawn differently: old files are not read
 
 
 def cache_path(checkpoint: Path, what: str, suffix: str, *key: object) -> Path:
@@ -27,7 +29,7 @@ def cache_path(checkpoint: Path, what: str, suffix: str, *key: object) -> Path:
     options), e.g. `RUN/cache/best-evaluation-3f2a9c01b7de.json`."""
     checkpoint = Path(checkpoint)
     stat = checkpoint.stat()
-    parts = [checkpoint.resolve(), stat.st_size, stat.st_mtime_ns, *key]
+    parts = [VERSION, checkpoint.resolve(), stat.st_ino, stat.st_size, stat.st_mtime_ns, *key]
     digest = hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:12]
     return checkpoint.parent / FOLDER / f"{checkpoint.stem}-{what}-{digest}{suffix}"
 

@@ -24,13 +24,14 @@ import numpy as np
 from PIL import Image
 
 from alexnet.analysis.binary_codes import evaluate_codes
+from alexnet.analysis.cache import FOLDER as CACHE
 from alexnet.analysis.cache import cache_path, cached_file, cached_json
 from alexnet.analysis.plots import Neighbours, Top5, plot_neighbours, plot_top5
 from alexnet.analysis.retrieval import Features, cached_features, nearest_neighbours
 from alexnet.data import ImageSource, Splits, open_splits
 from alexnet.errors import UserError
 from alexnet.evaluate import evaluate_checkpoint
-from alexnet.files import write_text_atomically
+from alexnet.files import remove_temporaries, write_text_atomically
 from alexnet.inference import TrainedNetwork
 from alexnet.recipe import Recipe
 from alexnet.run import checkpoint
@@ -120,6 +121,8 @@ def write_run_report(
     with run_folder.lock(run_dir):  # one writer of the run folder at a time
         recipe = checkpoint.recipe_of(state)
         records = read_metrics(run_dir / "metrics.jsonl")  # a cut last line: warned, dropped
+        if (run_dir / CACHE).is_dir():
+            remove_temporaries(run_dir / CACHE)  # left by a report that was killed
         splits = open_splits(recipe.data)
         analysis = _Analysis(state, splits, device, workers, progress)
         chosen = _pick(splits.val, samples, indices, recipe.run.seed)  # a bad index: before work

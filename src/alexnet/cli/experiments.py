@@ -106,8 +106,8 @@ def add_report_command(commands) -> None:
         description="Write RUN/report.html, one self-contained page (images embedded): the "
         "recipe, the data, the curves, conv1 (Figure 3), evaluation on one crop and ten crops, "
         "top-5 panels and fc7 nearest neighbours (Figure 4; top5.png, neighbours.png), the "
-        "binary codes' recall (codes.json, §6.1) and timings. fc7 features are cached in "
-        "RUN/features/ (float16).",
+        "binary codes' recall (codes.json, §6.1) and timings. what is computed from the "
+        "checkpoint (evaluation, fc7 features, codes) is cached in RUN/cache/.",
     )
     report.add_argument("run", metavar="RUN_DIR", help="a run folder (uses its best.pt)")
     report.add_argument(

@@ -47,7 +47,8 @@ def read_digits() -> tuple[np.ndarray, np.ndarray]:
     pixels and the digit per row) when it is where scikit-learn keeps it, since importing
     scikit-learn costs a second here; through `load_digits()` otherwise."""
     spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
-    table = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec else None
+    origin = spec.origin if spec else None
+    table = Path(origin).parent / "datasets" / "data" / "digits.csv.gz" if origin else None
     if table is not None and table.is_file():
         rows = np.loadtxt(table, delimiter=",")  # (1797, 65)
         return rows[:, :-1].reshape(-1, 8, 8), rows[:, -1].astype(np.int64)

@@ -49,7 +49,7 @@ def _as_rgb(image: ImageLike, decode_size: int | None) -> Image.Image:
             raise ValueError(
                 f"expected a uint8 tensor (3, H, W), got {image.dtype} {tuple(image.shape)}"
             )
-        return Image.fromarray(image.permute(1, 2, 0).numpy())
+        return Image.fromarray(image.permute(1, 2, 0).numpy(force=True))
     try:
         return read_rgb(image, decode_size)
     except Exception as error:  # Pillow raises many kinds for a bad file

@@ -145,6 +145,8 @@ class PreparedSource(ImageSource):
         self.bin_file = bin_path(root, split)
         self.prepared_size = int(manifest["image_size"])
         self.encoding = manifest["encoding"]
+        if self.encoding == "jpeg":  # imported here, before loader workers fork, not in each
+            import torchvision.io  # noqa: F401  (and not by every command: it costs 1.5-3 s)
         self.stats_file = root / STATS
         self._fingerprint = f"{manifest['fingerprint']}:{split}"
         self._bytes: np.ndarray | None = None  # the memory map, opened per process
@@ -165,9 +167,8 @@ class PreparedSource(ImageSource):
         try:
             if self.encoding == "raw":
                 return stored.view(size, size, 3).permute(2, 0, 1)
-            from torchvision.io import ImageReadMode, decode_jpeg  # as in batches.py: imported
+            from torchvision.io import ImageReadMode, decode_jpeg  # loaded by __init__
 
-            # when first needed, not by every command
             pixels = decode_jpeg(stored, mode=ImageReadMode.RGB)
         except RuntimeError as error:  # torchvision's decoder raises this for corrupt data
             self.mark_unreadable(index, f"cannot decode the stored image ({error})")

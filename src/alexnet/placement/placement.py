@@ -81,8 +81,8 @@ class Placement:
 
     def prepare(self) -> None:
         """Process-wide settings for fast steps on this device: cuDNN picks the fastest
-        convolution algorithms for the (fixed) shapes on CUDA. (On a CPU, the allocator setting
-        the steps need was applied when the network was built: host_memory.py.)"""
+        convolution algorithms for the (fixed) shapes on CUDA. (On a CPU, AlexNet's first forward
+        pass applies the allocator setting the steps need: host_memory.py.)"""
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
 

@@ -171,7 +171,8 @@ def _shared_stats(recipe: Recipe, splits: Splits, ranks: Ranks, progress: bool):
 def save_checkpoint(run: Run, epoch: int, *, step=0, partial=None, val=None, improved=False,
                     finished=None) -> None:  # fmt: skip
     """last.pt (rank 0, atomically), after `epoch` epochs and `step` steps of the next one;
-    best.pt when validation error improved. Non-finite weights are never written."""
+    best.pt when validation error improved. Non-finite weights are never written. The files
+    are in place once `run.saves.wait()` returns (the next save and fit() call it)."""
     if not run.ranks.is_main:
         return
     network = single_device(run.network)
