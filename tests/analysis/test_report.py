@@ -5,6 +5,8 @@ import base64
 import json
 import logging
 import os
+import subprocess
+import sys
 from html.parser import HTMLParser
 
 import pytest
@@ -169,3 +171,21 @@ def test_a_run_killed_mid_write_still_gets_its_report(reported_run, capsys, capl
         metrics.write_text(whole)
     assert "line 2 is cut short" in caplog.text
     assert "written" in capsys.readouterr().out
+
+
+def test_a_second_report_of_an_unchanged_run_copies_its_page_without_torch(reported_run, tmp_path):
+    """`alexnet report` keeps the page; asked again with nothing changed, it imports no torch,
+    data source or matplotlib and writes the same page."""
+    assert main(["report", str(reported_run), "--no-progress"]) == 0
+    page = (reported_run / "report.html").read_text()
+    (reported_run / "report.html").unlink()
+    code = (
+        "import sys\nfrom alexnet.cli import main\n"
+        f"assert main(['report', {str(reported_run)!r}]) == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'matplotlib', 'sklearn', 'PIL', 'jinja2')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert "copied" in done.stdout
+    assert (reported_run / "report.html").read_text() == page

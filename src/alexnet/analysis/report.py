@@ -25,10 +25,12 @@ from PIL import Image
 
 from alexnet.analysis.binary_codes import evaluate_codes
 from alexnet.analysis.cache import FOLDER as CACHE
-from alexnet.analysis.cache import cache_path, cached_file, cached_json
+from alexnet.analysis.cache import cache_path, cached_file, cached_json, data_stamp, keep_page
 from alexnet.analysis.plots import Neighbours, Top5, plot_neighbours, plot_top5
 from alexnet.analysis.retrieval import Features, cached_features, nearest_neighbours
 from alexnet.data import ImageSource, Splits, open_splits
+from alexnet.data.digits import digits_table
+from alexnet.data.sources import source_path
 from alexnet.errors import UserError
 from alexnet.evaluate import evaluate_checkpoint
 from alexnet.files import remove_temporaries, write_text_atomically
@@ -111,15 +113,22 @@ def write_run_report(
     is measured for a seeded sample of at most this many validation images (the exact search
     it is measured against costs queries × training images × 4096). What is computed from the
     checkpoint is cached in RUN/cache/ (cache.py): the network is built only when something is
-    missing there. The run folder is locked while this writes (run/folder.py): training or
-    another report there is turned away.
+    missing there; the page is kept there too, for `cache.saved_page`. The run folder is locked
+    while this writes (run/folder.py): training or another report there is turned away.
     """
     run_dir = Path(run_dir)
     state = checkpoint.load(run_dir, prefer="best.pt")
     saved = Path(state["path"])
     run_dir = saved.parent  # RUN/best.pt given: its run folder
+    options = dict(
+        samples=samples, indices=indices, ten_crop=ten_crop, bits=bits, queries=queries,
+        device=device,
+    )  # fmt: skip
     with run_folder.lock(run_dir):  # one writer of the run folder at a time
         recipe = checkpoint.recipe_of(state)
+        data = _data_files(recipe.data.source)
+        stamp = data_stamp(data)  # before the data is read: a change while it is, and the page
+        # kept at the end is not found again
         records = read_metrics(run_dir / "metrics.jsonl")  # a cut last line: warned, dropped
         if (run_dir / CACHE).is_dir():
             remove_temporaries(run_dir / CACHE)  # left by a report that was killed
@@ -143,7 +152,20 @@ def write_run_report(
         timings["binary codes (fit, encode, search)"] = time.perf_counter() - start
         sections.append(_timings_section(records, timings))
         subtitle = f"{run_dir.resolve()} · {saved} (epoch {state['epoch']})"
-        return write_report(run_dir / "report.html", f"Run {run_dir.name}", subtitle, sections)
+        page = write_report(run_dir / "report.html", f"Run {run_dir.name}", subtitle, sections)
+        if stamp is not None:
+            keep_page(page, saved, options, data, stamp)
+        return page
+
+
+def _data_files(spec: str) -> list[Path]:
+    """The files a run's data is read from, for the stamp of a kept page (cache.py); none where
+    a source does not say (a named data set found in its default folder): no page is kept."""
+    if spec == "digits":
+        table = digits_table()
+        return [table] if table is not None else []
+    path = source_path(spec)
+    return [path] if path is not None else []
 
 
 class _Analysis:

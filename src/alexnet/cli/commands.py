@@ -21,27 +21,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from alexnet.analysis.report import write_report_after_training, write_run_report
 from alexnet.cli.args import DATA_HELP, SEED, add_run_flags, positive_int
 from alexnet.cli.experiments import add_experiment_commands, add_report_command
 from alexnet.cli.prepare import add_prepare_command
-from alexnet.data import DataError, open_splits
-from alexnet.data.folder import find_image_files, printable
 from alexnet.errors import TrainingDiverged, UserError
-from alexnet.evaluate import evaluate_checkpoint
-from alexnet.export import import_torchvision, write_onnx, write_safetensors
 from alexnet.files import OverwritesInput, refuse_overwriting, same_file, write_text_atomically
-from alexnet.inference import (
-    load,
-    read_saved_network,
-    write_predictions_csv,
-    write_predictions_json,
-)
-from alexnet.placement.ranks import Ranks
 from alexnet.recipe import PRESETS, Recipe, apply_overrides, assign, load_recipe, preset
-from alexnet.run import checkpoint
-from alexnet.run import folder as run_folder
-from alexnet.train import fit
+
+# Each command imports the library modules it calls (torch, the data sources, matplotlib) when it
+# runs, so that `alexnet --help`, a usage error or the report of an unchanged run (cli/
+# experiments.py) answer without them.
 
 log = logging.getLogger("alexnet")
 
@@ -82,6 +71,8 @@ TRAIN_FLAGS = {
 
 def _recipe_for_training(args: argparse.Namespace, saved: dict | None) -> Recipe:
     """The preset or recipe file (or the resumed run's recipe), then --set, then the flags."""
+    from alexnet.run import checkpoint
+
     recipe = checkpoint.recipe_of(saved) if saved is not None else load_recipe(args.recipe)
     apply_overrides(recipe, args.set or [])
     fields = {path: getattr(args, flag) for flag, path in TRAIN_FLAGS.items()}
@@ -95,6 +86,11 @@ def _default_run_dir(recipe: Recipe) -> Path:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from alexnet.analysis.report import write_report_after_training
+    from alexnet.placement.ranks import Ranks
+    from alexnet.run import checkpoint
+    from alexnet.train import fit
+
     saved = checkpoint.load(Path(args.resume) / "last.pt") if args.resume else None
     recipe = _recipe_for_training(args, saved)
     run_dir = Path(args.resume) if args.resume else Path(args.out or _default_run_dir(recipe))
@@ -113,6 +109,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _report_stop(run_dir: Path, stopped: dict) -> int:
     """One line saying where a signal stopped training; exit status 128 + the signal."""
+    from alexnet.placement.ranks import Ranks
+
     where = f"epoch {stopped['epoch']} step {stopped['step']}"
     if not stopped["step"]:
         where = f"the start of epoch {stopped['epoch']}"
@@ -140,6 +138,9 @@ def _checkpoints_beside(path: str | Path) -> list[Path]:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from alexnet.evaluate import evaluate_checkpoint
+    from alexnet.run import checkpoint
+
     state = checkpoint.load(args.target, prefer="best.pt")
     path = Path(state["path"])
     json_path = Path(args.json) if args.json else path.with_name(f"eval-{path.stem}.json")
@@ -167,6 +168,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from alexnet.data import DataError
+    from alexnet.data.folder import find_image_files, printable
+    from alexnet.inference import load, write_predictions_csv, write_predictions_json
+
     net = load(args.checkpoint, device=args.device or "auto", batch_size=args.batch_size)
     paths = find_image_files(args.images)
     refuse_overwriting([args.csv, args.json], [*_checkpoints_beside(net.path), *paths])
@@ -199,21 +204,28 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-EXPORTERS = {"safetensors": write_safetensors, "onnx": write_onnx}
+EXPORT_FORMATS = ("safetensors", "onnx")
 
 
 def _export(args: argparse.Namespace) -> int:
+    from alexnet.export import write_onnx, write_safetensors
+    from alexnet.inference import read_saved_network
+    from alexnet.run import folder as run_folder
+
+    exporters = {"safetensors": write_safetensors, "onnx": write_onnx}
     state = read_saved_network(Path(args.target))
     path = Path(state["path"])
     out = Path(args.out) if args.out else path.with_suffix(f".{args.format}")
     refuse_overwriting([out], _checkpoints_beside(path))
     with run_folder.lock_if_a_run(out.parent):
-        EXPORTERS[args.format](state, out)
+        exporters[args.format](state, out)
     print(f"written: {out} ({out.stat().st_size / 1e6:.1f} MB, {args.format}, from {path})")
     return 0
 
 
 def _import_torchvision(args: argparse.Namespace) -> int:
+    from alexnet.export import import_torchvision
+
     run_dir = Path(args.out or Path("runs") / f"torchvision-{time.strftime('%Y%m%d-%H%M%S')}")
     import_torchvision(args.weights, run_dir)
     print(f"run folder: {run_dir}  (recipe.json, best.pt, last.pt: torchvision's preprocessing)")
@@ -223,6 +235,10 @@ def _import_torchvision(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from alexnet.analysis.report import write_run_report
+    from alexnet.data import open_splits
+    from alexnet.train import fit
+
     recipe = preset("digits")
     if args.epochs:
         assign(recipe, {"schedule.epochs": args.epochs})
@@ -357,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument(
         "target", metavar="RUN_DIR_OR_CHECKPOINT", help="a run folder uses its best.pt"
     )
-    export.add_argument("--format", choices=list(EXPORTERS), required=True, help="file format")
+    export.add_argument("--format", choices=EXPORT_FORMATS, required=True, help="file format")
     export.add_argument(
         "--out", metavar="FILE", help="where to write it (default: the checkpoint's name, .FORMAT)"
     )

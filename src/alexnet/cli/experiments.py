@@ -6,28 +6,41 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from alexnet.analysis.report import write_run_report
+from alexnet.analysis.cache import report_checkpoint, saved_page
 from alexnet.cli.args import DATA_HELP, SEED, add_run_flags, positive_int
-from alexnet.experiments.relu_vs_tanh import DEFAULT_TARGETS, INITS, run_experiment
+from alexnet.files import write_text_atomically
 from alexnet.recipe import PRESETS
+from alexnet.run.lock import lock
+
+INITS = ("kaiming", "cuda-convnet")  # Figure 1's initialisations (experiments/relu_vs_tanh.py)
 
 
 def _report(args: argparse.Namespace) -> int:
-    path = write_run_report(
-        Path(args.run),
-        device=args.device or "auto",
-        workers=0 if args.workers is None else args.workers,
-        samples=args.samples,
-        indices=args.index,
-        ten_crop=not args.no_ten_crop,
-        bits=args.bits,
-        progress=not args.no_progress,
-    )
+    """A page kept for this checkpoint, these options and unchanged data is copied (cache.py);
+    only otherwise are the report's modules, torch among them, imported."""
+    options = dict(
+        samples=args.samples, indices=args.index, ten_crop=not args.no_ten_crop, bits=args.bits,
+        queries=args.queries, device=args.device or "auto",
+    )  # fmt: skip
+    run = Path(args.run)
+    page = saved_page(run, options)
+    if page is not None:
+        path = report_checkpoint(run).parent / "report.html"
+        with lock(path.parent):
+            write_text_atomically(path, page.read_text())
+        print(f"written: {path} (copied from {page}: checkpoint, run files and data unchanged)")
+        return 0
+    from alexnet.analysis.report import write_run_report
+
+    workers = 0 if args.workers is None else args.workers
+    path = write_run_report(run, workers=workers, progress=not args.no_progress, **options)
     print(f"written: {path}")
     return 0
 
 
 def _relu_vs_tanh(args: argparse.Namespace) -> int:
+    from alexnet.experiments.relu_vs_tanh import DEFAULT_TARGETS, run_experiment
+
     result = run_experiment(
         args.data,
         Path(args.out),
@@ -118,6 +131,11 @@ def add_report_command(commands) -> None:
     )
     report.add_argument("--no-ten-crop", action="store_true", help="evaluate the centre crop only")
     report.add_argument("--bits", type=positive_int, default=256, help="code length (default 256)")
+    report.add_argument(
+        "--queries", type=positive_int, default=1_000,
+        help="the codes' recall is measured for a seeded sample of at most this many validation "
+        "images (default: 1000)",
+    )  # fmt: skip
     add_run_flags(report)
     report.set_defaults(handler=_report)
 

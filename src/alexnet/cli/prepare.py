@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 
 from alexnet.cli.args import DATA_HELP, WORKERS
-from alexnet.data import open_source
-from alexnet.data.prepare import Settings, prepare_store
-from alexnet.data.sources import absolute_source
 from alexnet.recipe import MIN_CROP, PRESETS, apply_overrides, load_recipe
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from alexnet.data import open_source
+    from alexnet.data.prepare import Settings, prepare_store
+    from alexnet.data.sources import absolute_source
+
     recipe = load_recipe(args.recipe)
     recipe.data.crop_size = MIN_CROP  # only the image size matters here: any the net can crop
     recipe = apply_overrides(recipe, args.set or []).data

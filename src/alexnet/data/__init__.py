@@ -8,12 +8,31 @@ definition of the arithmetic on the device; batches.py), `make_loader` the loade
 like any other source.
 """
 
-from alexnet.data.batches import make_batches
-from alexnet.data.dataset import ArraySource, DataError, FileSource, ImageSource, Splits
-from alexnet.data.loader import make_loader
-from alexnet.data.sources import open_source, open_splits
-from alexnet.data.stats import DataStats, compute_stats
+from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from alexnet.data.batches import make_batches
+    from alexnet.data.dataset import ArraySource, DataError, FileSource, ImageSource, Splits
+    from alexnet.data.loader import make_loader
+    from alexnet.data.sources import open_source, open_splits
+    from alexnet.data.stats import DataStats, compute_stats
+
+_HOMES = {  # each name is imported from its module on first use: those modules need torch
+    "make_batches": "batches",
+    "ArraySource": "dataset",
+    "DataError": "dataset",
+    "FileSource": "dataset",
+    "ImageSource": "dataset",
+    "Splits": "dataset",
+    "make_loader": "loader",
+    "open_source": "sources",
+    "open_splits": "sources",
+    "DataStats": "stats",
+    "compute_stats": "stats",
+}
 __all__ = [
     "ArraySource",
     "DataError",
@@ -27,3 +46,9 @@ __all__ = [
     "open_source",
     "open_splits",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"alexnet.data.{_HOMES[name]}"), name)
+    raise AttributeError(f"module 'alexnet.data' has no attribute {name!r}")

@@ -46,13 +46,20 @@ def read_digits() -> tuple[np.ndarray, np.ndarray]:
     `load_digits()`, read straight from the file it reads (`datasets/data/digits.csv.gz`, 64
     pixels and the digit per row) when it is where scikit-learn keeps it, since importing
     scikit-learn costs a second here; through `load_digits()` otherwise."""
-    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
-    origin = spec.origin if spec else None
-    table = Path(origin).parent / "datasets" / "data" / "digits.csv.gz" if origin else None
-    if table is not None and table.is_file():
+    table = digits_table()
+    if table is not None:
         rows = np.loadtxt(table, delimiter=",")  # (1797, 65)
         return rows[:, :-1].reshape(-1, 8, 8), rows[:, -1].astype(np.int64)
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     return digits.images, digits.target
+
+
+def digits_table() -> Path | None:
+    """scikit-learn's `datasets/data/digits.csv.gz`, found without importing scikit-learn;
+    None where it is not there."""
+    spec = importlib.util.find_spec("sklearn")
+    origin = spec.origin if spec else None
+    table = Path(origin).parent / "datasets" / "data" / "digits.csv.gz" if origin else None
+    return table if table is not None and table.is_file() else None

@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from alexnet.data.sources import absolute_source
-from alexnet.errors import UserError
-from alexnet.files import FolderLock
 from alexnet.placement.ranks import Ranks
 from alexnet.recipe import Recipe, RecipeError
 from alexnet.run import checkpoint
+from alexnet.run.lock import LOCK, RunError, lock
 
 log = logging.getLogger("alexnet")
 
@@ -32,11 +31,6 @@ RESUMABLE = ("schedule.epochs", "run.")  # what a resumed run may change in its 
 RESUME_KEYS = ("optimizer", "schedule", "rng", "best_val_top1_error")  # run/state.py restore
 
 
-class RunError(UserError):
-    """A run folder that cannot be used as asked (already holds a run, or holds none)."""
-
-
-LOCK = ".alexnet.lock"  # held by the one process writing the folder
 RUN_FILES = {  # what training, the report, eval, export and the demo write into a run folder
     "recipe.json", "metrics.jsonl", "last.pt", "best.pt", "curves.png", "conv1.png", "train.log",
     "tensorboard", "report.html", "top5.png", "neighbours.png", "codes.json", "cache", "features",
@@ -84,15 +78,6 @@ def claim(run_dir: Path, *, resuming: bool) -> None:
             f"{run_dir} is not a run folder (it holds {', '.join(strangers[:3])}{more}); give a "
             "new or empty folder"
         )
-
-
-def lock(run_dir: Path) -> FolderLock:
-    """The run folder's lock, held until released; another holder: one RunError line."""
-    busy = RunError(
-        f"{run_dir} is in use by another alexnet process (training, a report, an export or an "
-        "experiment); wait for it to end"
-    )
-    return FolderLock(run_dir, LOCK, busy)
 
 
 def lock_if_main(folder: Path) -> contextlib.AbstractContextManager:
