@@ -3,7 +3,13 @@ import torch
 from torch import nn
 
 from alexnet.data.batches import preprocess
-from alexnet.evaluate import average_ten_crop, class_probabilities, distinct_views
+from alexnet.data.windows import distinct_ten_crops
+from alexnet.evaluate import (
+    average_ten_crop,
+    class_probabilities,
+    distinct_views,
+    images_per_batch,
+)
 from alexnet.placement import Placement
 from alexnet.recipe import DataRecipe, RunRecipe
 from tests.data.test_preprocess import gradient_image, zero_stats
@@ -34,3 +40,18 @@ def test_class_probabilities_of_distinct_views_equal_the_mean_over_all_ten(image
         every_view = average_ten_crop(model(crops.flatten(0, 1)))  # all ten forwarded
         probabilities = class_probabilities(model, crops, placement)
     torch.testing.assert_close(probabilities, every_view, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("image_size, distinct", [(6, 2), (7, 8), (8, 10), (64, 2), (256, 10)])
+def test_a_ten_crop_batch_holds_as_many_images_as_keep_its_distinct_crops_within_the_batch(
+    image_size, distinct
+):
+    """The views `distinct_views` finds in a batch are those `distinct_ten_crops` counts from the
+    sizes (7 px: the centre of a 1 px margin rounds onto the top-left corner)."""
+    crop = 6 if image_size < 64 else image_size - 32 * (image_size == 256)
+    assert distinct_ten_crops(image_size, crop) == distinct
+    if image_size < 64:
+        assert len(distinct_views(ten_crops(image_size, crop))[0]) == distinct
+    recipe = DataRecipe(image_size=image_size, crop_size=crop)
+    assert images_per_batch(128, True, recipe) == 128 // distinct
+    assert images_per_batch(128, False, recipe) == 128

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from alexnet.optim import PaperSGD, plateau_schedule
+from alexnet.optim import PaperSGD, WarmUp, plateau_schedule
 
 
 def quadratic_grad(w: torch.Tensor) -> torch.Tensor:
@@ -169,3 +169,23 @@ def test_plateau_state_survives_a_round_trip():
     restored = plateau_schedule(PaperSGD([w], lr=0.01), drop=10.0, patience=2, max_drops=3)
     restored.load_state_dict(schedule.state_dict())
     assert restored.best == 0.5 and restored.num_bad_epochs == 1
+
+
+def test_a_warm_up_follows_the_paper_rule_with_a_rising_rate():
+    """WarmUp sets ε·s/steps before step s, then leaves ε alone; PaperSGD keeps v across each
+    change, so the weights follow §5's rule with that ε, by hand in float64."""
+    w = torch.tensor([0.5, -1.5, 3.0], dtype=torch.float64, requires_grad=True)
+    optimizer = PaperSGD([w], lr=0.01, momentum=0.9, weight_decay=0.0005)
+    warm_up = WarmUp(optimizer, lr=0.01, steps=3)
+    want, v = w.detach().clone(), torch.zeros(3, dtype=torch.float64)
+    for step, lr in enumerate([0.01 / 3, 0.02 / 3, 0.01, 0.01, 0.01], start=1):
+        warm_up.before_step(step)
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(lr, rel=1e-15)
+        w.grad = quadratic_grad(w.detach())
+        optimizer.step()
+        v = 0.9 * v - 0.0005 * lr * want - lr * quadratic_grad(want)
+        want = want + v
+        assert torch.allclose(w.detach(), want, rtol=0, atol=1e-15)
+    optimizer.param_groups[0]["lr"] = 0.001  # a drop after the warm-up: not undone
+    warm_up.before_step(4)
+    assert optimizer.param_groups[0]["lr"] == 0.001

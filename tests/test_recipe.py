@@ -75,6 +75,7 @@ def test_overrides_are_parsed_to_the_fields_type():
         ("run.seed=-1", "run.seed=-1: must be in 0..4294967295"),
         ("run.seed=4294967296", "run.seed=4294967296: must be in 0..4294967295"),
         ("data.split_seed=-3", "data.split_seed=-3: must be in 0..4294967295"),
+        ("schedule.warmup_epochs=1.5", "schedule.warmup_epochs=1.5: must be between 0 and 1"),
     ],
 )
 def test_bad_overrides_name_the_key(assignment, message):

@@ -18,7 +18,9 @@ from torch import nn
 from tqdm import tqdm
 
 from alexnet.data import DataError, DataStats, make_batches, open_splits
+from alexnet.data.windows import distinct_ten_crops
 from alexnet.placement import Placement
+from alexnet.recipe import DataRecipe
 from alexnet.run import checkpoint
 
 
@@ -44,9 +46,12 @@ def average_ten_crop(logits: torch.Tensor, counts: torch.Tensor | None = None) -
     return (probabilities * weights).sum(dim=1)
 
 
-def images_per_batch(batch_size: int, ten_crop: bool) -> int:
-    """Ten crops make ten network inputs per image (§4.1): a tenth as many images per batch."""
-    return max(1, batch_size // 10) if ten_crop else batch_size
+def images_per_batch(batch_size: int, ten_crop: bool, recipe: DataRecipe) -> int:
+    """Ten crops make up to ten network inputs per image (§4.1): as many images per batch as
+    keep its distinct crops (`class_probabilities` forwards those only) within batch_size."""
+    if not ten_crop:
+        return batch_size
+    return max(1, batch_size // distinct_ten_crops(recipe.image_size, recipe.crop_size))
 
 
 def class_probabilities(
@@ -145,7 +150,7 @@ def evaluate_checkpoint(
             splits.val,
             recipe.data,
             stats,
-            images_per_batch(batch_size, crops),
+            images_per_batch(batch_size, crops, recipe.data),
             train=False,
             ten_crop=crops,
             device=placement.device,

@@ -160,7 +160,7 @@ class TrainedNetwork:
         yield from ((paths[i], None) for i in range(next_index, len(paths)))
 
     def _batch_size(self, ten_crop: bool) -> int:
-        return images_per_batch(self.batch_size, ten_crop)
+        return images_per_batch(self.batch_size, ten_crop, self.recipe)
 
     @torch.no_grad()
     def _batches(

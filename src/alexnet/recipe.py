@@ -65,6 +65,7 @@ class ScheduleRecipe:
     lr_drop: float = 10.0  # §5: ε divided by 10 when validation error stops improving
     patience: int = 5  # epochs without a better validation top-1 error before a drop
     max_drops: int = 3  # §5: reduced three times before termination
+    warmup_epochs: float = 0.0  # not in the paper: ε rises linearly over this share of epoch 1
 
 
 @dataclass
@@ -115,6 +116,7 @@ class Recipe:
             ("schedule.lr_drop", self.schedule.lr_drop > 1, "> 1"),
             ("schedule.patience", self.schedule.patience >= 0, ">= 0"),
             ("schedule.max_drops", self.schedule.max_drops >= 0, ">= 0"),
+            ("schedule.warmup_epochs", 0 <= self.schedule.warmup_epochs <= 1, "between 0 and 1"),
             ("run.workers", self.run.workers >= -1, ">= -1 (-1: one per core)"),
             ("run.seed", 0 <= self.run.seed <= MAX_SEED, f"in 0..{MAX_SEED}"),
         ]

@@ -31,7 +31,7 @@ from alexnet.data.sources import absolute_source
 from alexnet.errors import TrainingDiverged
 from alexnet.evaluate import evaluate
 from alexnet.files import remove_temporaries
-from alexnet.optim import plateau_ends_run
+from alexnet.optim import WarmUp, plateau_ends_run
 from alexnet.placement import Placement
 from alexnet.placement.device import memory_of
 from alexnet.placement.ranks import Ranks, reduce_metrics
@@ -89,6 +89,7 @@ def train_one_epoch(
     progress: bool,
     first_step: int = 0,
     stop: Callable[[], bool] = lambda: False,
+    warm_up: WarmUp | None = None,
 ) -> dict[str, float | int]:
     """One pass over the training batches; returns loss, top-1 error, images, images/s, skips.
 
@@ -96,6 +97,7 @@ def train_one_epoch(
     a diverged run, and every PROGRESS_EVERY steps for the progress bar when it is shown.
     first_step: the steps of this epoch already taken (a run resumed mid-epoch); `stop()` is
     asked after every step, and true ends the pass there ("stopped", with "steps" done).
+    warm_up: sets ε before each step (the first epoch's, optim.WarmUp).
     """
     model.train()
     loss_sum = torch.zeros((), device=placement.device)
@@ -106,6 +108,8 @@ def train_one_epoch(
     for step, (batch, labels, batch_skipped) in enumerate(bar, start=first_step + 1):
         skipped += batch_skipped
         if len(labels):
+            if warm_up is not None:
+                warm_up.before_step(step)
             batch_loss, batch_wrong = training_step(model, optimizer, batch, labels, placement)
             loss_sum += batch_loss
             wrong += batch_wrong
@@ -233,12 +237,13 @@ def _train(run: Run, request: StopRequest, progress: bool, board: Board) -> dict
     for epoch in range(run.start_epoch, recipe.schedule.epochs + 1):
         if ranks.world > 1:  # dropout masks: another stream on each rank
             torch.manual_seed(derive_seed(recipe.run.seed, epoch, run.start_step, ranks.rank))
-        lr = run.optimizer.param_groups[0]["lr"]
         run.train_batches.set_epoch(epoch, skip_steps=run.start_step)
         trained = train_one_epoch(
             run.step_model, run.optimizer, run.train_batches, run.placement,
             epoch=epoch, progress=progress, first_step=run.start_step, stop=stop,
+            warm_up=run.warm_up if epoch == 1 else None,
         )  # fmt: skip
+        lr = run.optimizer.param_groups[0]["lr"]  # the epoch's ε (the warm-up's end in epoch 1)
         trained = combine_partial(run.partial, reduce_metrics(trained, ranks))
         run.start_step, run.partial = 0, None
         if trained["stopped"]:

@@ -39,6 +39,12 @@ def eval_windows(image_size: int, crop_size: int, ten_crop: bool) -> torch.Tenso
     return torch.tensor([[top, left, flipped] for flipped in (0, 1) for top, left in corners])
 
 
+def distinct_ten_crops(image_size: int, crop_size: int) -> int:
+    """How many of the ten windows differ: 10, or as few as 2 when the image is the crop's size
+    (its five windows coincide, and so do their mirrors)."""
+    return len(torch.unique(eval_windows(image_size, crop_size, ten_crop=True), dim=0))
+
+
 def cut_window(pixels: torch.Tensor, window, crop_size: int) -> torch.Tensor:
     """(C, S, S) -> (C, crop, crop): the window's pixels, mirrored if it says so."""
     top, left, flipped = (int(value) for value in window)

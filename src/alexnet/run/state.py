@@ -29,7 +29,7 @@ from alexnet.data.stats import stats_cache_dir
 from alexnet.errors import TrainingDiverged
 from alexnet.files import FlushedInBackground, write_text_atomically
 from alexnet.model import AlexNet
-from alexnet.optim import PaperSGD, plateau_schedule
+from alexnet.optim import PaperSGD, WarmUp, plateau_schedule
 from alexnet.placement import Placement
 from alexnet.placement.ranks import Ranks
 from alexnet.placement.towers import (
@@ -59,6 +59,7 @@ class Run:
     schedule: torch.optim.lr_scheduler.ReduceLROnPlateau
     train_batches: DeviceBatches
     val_batches: DeviceBatches
+    warm_up: WarmUp | None = None  # ε's rise over epoch 1's first steps (schedule.warmup_epochs)
     records: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl's lines
     start_epoch: int = 1
     start_step: int = 0  # steps of start_epoch already taken (a run resumed mid-epoch)
@@ -135,6 +136,9 @@ def start_run(
             splits.val, recipe.data, stats, batch_size, train=False, **loader_options
         ),
     )
+    if recipe.schedule.warmup_epochs:
+        steps = max(1, round(recipe.schedule.warmup_epochs * len(run.train_batches)))
+        run.warm_up = WarmUp(optimizer, recipe.optim.lr, steps)
     if saved is not None:
         restore(run, saved)
     if placement.ranks.is_main:
