@@ -213,14 +213,15 @@ def stratified_split(
     """Indices (train, held out): a seeded split holding out `fraction` of every class.
 
     At least one image of every class is held out, so each class needs two or more images;
-    `what` names the data in the error raised otherwise.
+    `what` names the data in the error raised otherwise. The split is scikit-learn's
+    `train_test_split(..., stratify=labels, random_state=seed)`, draw for draw (tested equal):
+    written out here because importing scikit-learn costs 1-2 s of every command's start, and
+    so that a held-out set does not change with scikit-learn's version.
     """
     if not 0 < fraction < 1:
         raise DataError(f"{what}: the held-out fraction must be between 0 and 1, got {fraction}")
-    from sklearn.model_selection import train_test_split  # imported here: it takes seconds
-
     labels = np.asarray(labels)
-    class_ids, counts = np.unique(labels, return_counts=True)
+    class_ids, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     if counts.min() < 2:
         raise DataError(
             f"{what}: cannot hold out a stratified {fraction:.0%}: class "
@@ -233,10 +234,34 @@ def stratified_split(
             f"{what}: {len(labels)} images are too few to hold out one image of each of "
             f"{len(class_ids)} classes and keep one for training"
         )
-    train, val = train_test_split(
-        np.arange(len(labels)), test_size=held_out, stratify=labels, random_state=seed
-    )
-    return np.sort(train), np.sort(val)
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(seed)  # scikit-learn's check_random_state(seed)
+    kept = _apportion(counts, len(labels) - held_out, rng)
+    out = _apportion(counts - kept, held_out, rng)
+    train, val = [], []
+    for indices, count, keep, hold in zip(members, counts, kept, out, strict=True):
+        shuffled = indices[rng.permutation(count)]
+        train.append(shuffled[:keep])
+        val.append(shuffled[keep : keep + hold])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _apportion(counts: np.ndarray, draws: int, rng: np.random.RandomState) -> np.ndarray:
+    """How many of `draws` each class gets: its share of `counts` rounded down, the rest given
+    one each by the largest remainders, ties drawn at random (scikit-learn's
+    `_approximate_mode`)."""
+    continuous = counts / counts.sum() * draws
+    given = np.floor(continuous)
+    missing = int(draws - given.sum())
+    remainder = continuous - given
+    for value in np.sort(np.unique(remainder))[::-1] if missing > 0 else []:
+        (tied,) = np.where(remainder == value)
+        now = min(len(tied), missing)
+        given[rng.choice(tied, size=now, replace=False)] += 1
+        missing -= now
+        if missing == 0:
+            break
+    return given.astype(int)
 
 
 def empty_files_note(*sources: FileSource) -> str:

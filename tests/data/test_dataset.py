@@ -1,0 +1,54 @@
+"""The seeded stratified split (dataset.py) is scikit-learn's, draw for draw, without importing
+scikit-learn."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from alexnet.data.dataset import DataError, stratified_split
+
+
+def sklearn_split(labels, held_out, seed):
+    train, val = train_test_split(
+        np.arange(len(labels)), test_size=held_out, stratify=labels, random_state=seed
+    )
+    return np.sort(train), np.sort(val)
+
+
+LABEL_SETS = {
+    "digits": load_digits().target,
+    "three classes of 12": np.repeat([0, 1, 2], 12),
+    "unbalanced": np.repeat([0, 1, 2, 3, 4], [2, 3, 7, 40, 11]),
+    "shuffled, with ties": np.random.default_rng(5).permutation(np.repeat(np.arange(7), 9)),
+}
+
+
+@pytest.mark.parametrize("name", LABEL_SETS)
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.25, 0.5])
+@pytest.mark.parametrize("seed", [0, 1, 2, 12345])
+def test_the_split_is_scikit_learns(name, fraction, seed):
+    labels = LABEL_SETS[name]
+    train, val = stratified_split(labels, [str(c) for c in range(10)], fraction, seed, what=name)
+    held_out = max(int(np.ceil(fraction * len(labels))), len(np.unique(labels)))
+    want_train, want_val = sklearn_split(labels, held_out, seed)
+    np.testing.assert_array_equal(train, want_train)
+    np.testing.assert_array_equal(val, want_val)
+
+
+def test_a_class_of_one_image_is_refused():
+    with pytest.raises(DataError, match="class 'b' has a single image"):
+        stratified_split([0, 0, 1], ["a", "b"], 0.5, 0, what="tiny")
+
+
+def test_splitting_imports_no_scikit_learn():
+    code = (
+        "import sys\nfrom alexnet.data.dataset import stratified_split\n"
+        "stratified_split([0, 0, 1, 1], ['a', 'b'], 0.5, 0, what='x')\n"
+        "print('sklearn' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
