@@ -8,6 +8,8 @@ from alexnet.evaluate import (
     average_ten_crop,
     class_probabilities,
     distinct_views,
+    evaluate,
+    evaluate_views,
     images_per_batch,
 )
 from alexnet.placement import Placement
@@ -24,10 +26,12 @@ def ten_crops(image_size: int, crop_size: int, images: int = 3) -> torch.Tensor:
 
 
 def test_an_image_the_size_of_its_crop_has_two_distinct_views():
-    views, counts = distinct_views(ten_crops(6, 6))
+    views, counts, slots = distinct_views(ten_crops(6, 6))
     assert views.tolist() == [0, 5] and counts.tolist() == [5, 5]  # centre, and its mirror
-    views, counts = distinct_views(ten_crops(8, 6))
+    assert slots == [0] * 5 + [1] * 5
+    views, counts, slots = distinct_views(ten_crops(8, 6))
     assert views.tolist() == list(range(10)) and counts.tolist() == [1] * 10
+    assert slots == list(range(10))
 
 
 @pytest.mark.parametrize("image_size", [6, 8])
@@ -55,3 +59,24 @@ def test_a_ten_crop_batch_holds_as_many_images_as_keep_its_distinct_crops_within
     recipe = DataRecipe(image_size=image_size, crop_size=crop)
     assert images_per_batch(128, True, recipe) == 128 // distinct
     assert images_per_batch(128, False, recipe) == 128
+
+
+@pytest.mark.parametrize("image_size", [6, 8])
+def test_one_ten_crop_pass_gives_the_centre_crops_figures_too(image_size):
+    """The centre crop's figures read from its view among the ten equal a centre-crop pass."""
+    torch.manual_seed(0)
+    recipe = DataRecipe(image_size=image_size, crop_size=6, input_scale="raw")
+    pictures = [gradient_image(image_size).rotate(90 * k) for k in range(3)]
+    centre = preprocess(pictures, recipe, zero_stats(image_size))  # (3, 3, 6, 6)
+    labels = torch.tensor([0, 1, 3])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 4)).eval()
+    placement = Placement.for_run(RunRecipe(device="cpu"))
+    one_pass = evaluate_views(model, [(ten_crops(image_size, 6), labels, 0)], placement)
+    assert list(one_pass) == ["centre crop", "ten crops"]
+    centre_pass = evaluate_views(model, [(centre, labels, 0)], placement)
+    assert list(centre_pass) == ["centre crop"]
+    for key, value in centre_pass["centre crop"].items():
+        assert one_pass["centre crop"][key] == pytest.approx(value, rel=1e-6), key
+    assert (
+        evaluate(model, [(ten_crops(image_size, 6), labels, 0)], placement) == one_pass["ten crops"]
+    )

@@ -1,7 +1,8 @@
 """Evaluation (§6): loss, top-1 and top-5 error, on the centre crop or averaged over ten crops.
 
 With ten crops (§4.1) the loader yields (B, 10, 3, H, W); the network sees all ten patches and
-the softmax outputs are averaged before the errors are counted. `evaluate_checkpoint` rebuilds
+the softmax outputs are averaged before the errors are counted; the centre crop is one of the
+ten, so one pass gives both views' figures. `evaluate_checkpoint` rebuilds
 a checkpoint's validation set (opening only that split), transforms and placement, so it
 reproduces the figures recorded during training. `class_probabilities` is the one forward pass
 that training, evaluation and prediction (inference.py) share.
@@ -46,6 +47,9 @@ def average_ten_crop(logits: torch.Tensor, counts: torch.Tensor | None = None) -
     return (probabilities * weights).sum(dim=1)
 
 
+CENTRE_VIEW = 4  # the centre window's place among the ten (data/windows.py eval_windows)
+
+
 def images_per_batch(batch_size: int, ten_crop: bool, recipe: DataRecipe) -> int:
     """Ten crops make up to ten network inputs per image (§4.1): as many images per batch as
     keep its distinct crops (`class_probabilities` forwards those only) within batch_size."""
@@ -62,31 +66,101 @@ def class_probabilities(
     if images.dim() == 4:
         with placement.autocast():
             return model(placement.images(images)).float().softmax(dim=1)
-    views, counts = distinct_views(images)  # an image the size of the crop: 2 views, not 10
-    flat = images[:, views].flatten(0, 1)  # (B·V, 3, H, W)
+    return ten_crop_probabilities(model, images, placement)[0]
+
+
+def ten_crop_probabilities(
+    model: nn.Module, crops: torch.Tensor, placement: Placement
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, C) softmax outputs of (B, 10, 3, H, W) ten crops: averaged over the ten (§4.1), and
+    of the centre crop alone (view CENTRE_VIEW), from the same forward pass."""
+    views, counts, slots = distinct_views(crops)  # an image the size of the crop: 2 views
+    flat = crops[:, views].flatten(0, 1)  # (B·V, 3, H, W)
     with placement.autocast():
         logits = model(placement.images(flat)).float()
-    return average_ten_crop(logits, counts)
+    centre = logits.view(len(crops), len(views), -1)[:, slots[CENTRE_VIEW]].softmax(dim=1)
+    return average_ten_crop(logits, counts), centre
 
 
-def distinct_views(crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The views of (B, 10, 3, H, W) crops that differ somewhere in the batch, and how many of
-    the ten each stands for: when the image is the crop's size (digits at 64 px) the five
-    windows of §4.1 coincide, and the net need only see the centre and its mirror image."""
+def distinct_views(crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """The views of (B, 10, 3, H, W) crops that differ somewhere in the batch, how many of the
+    ten each stands for, and which of them each of the ten is: when the image is the crop's size
+    (digits at 64 px) the five windows of §4.1 coincide, and the net need only see the centre
+    and its mirror image."""
     kept: list[int] = []
     counts: list[int] = []
+    slots: list[int] = []
     for view in range(crops.shape[1]):
         for slot, earlier in enumerate(kept):
             if torch.equal(crops[:, earlier], crops[:, view]):
                 counts[slot] += 1
+                slots.append(slot)
                 break
         else:
+            slots.append(len(kept))
             kept.append(view)
             counts.append(1)
-    return torch.tensor(kept), torch.tensor(counts)
+    return torch.tensor(kept), torch.tensor(counts), slots
+
+
+class _Sums:
+    """Loss and top-1/top-5 errors summed on the device, read once at the end: no host-device
+    sync per batch."""
+
+    def __init__(self, device: torch.device):
+        self.loss = torch.zeros((), device=device)
+        self.errors = torch.zeros(2, dtype=torch.long, device=device)  # top-1, top-5
+
+    def add(self, probabilities: torch.Tensor, labels: torch.Tensor) -> None:
+        log_probabilities = probabilities.clamp_min(1e-12).log()
+        self.loss += F.nll_loss(log_probabilities, labels, reduction="sum")
+        self.errors += top_k_errors(probabilities, labels)
+
+    def figures(self, images: int, skipped: int) -> dict[str, float | int]:
+        top1_errors, top5_errors = self.errors.tolist()
+        return {
+            "loss": self.loss.item() / images,
+            "top1_error": top1_errors / images,
+            "top5_error": top5_errors / images,
+            "images": images,
+            "skipped": skipped,
+        }
 
 
 @torch.no_grad()
+def evaluate_views(
+    model: nn.Module,
+    batches: Iterable,
+    placement: Placement,
+    *,
+    progress: bool = False,
+    description: str = "eval",
+) -> dict[str, dict[str, float | int]]:
+    """Mean loss and top-1/top-5 error (fractions) over `(images, labels, skipped)` batches,
+    per view: "centre crop"; for ten-crop batches also "ten crops", the centre crop's figures
+    then coming from its view among the ten (§4.1), with no forward pass of its own."""
+    model.eval()
+    sums: dict[str, _Sums] = {}
+    images, skipped = 0, 0
+    for batch, labels, batch_skipped in tqdm(batches, desc=description, disable=not progress):
+        skipped += batch_skipped
+        if len(labels) == 0:
+            continue
+        labels = labels.to(placement.device, non_blocking=True)
+        if batch.dim() == 5:
+            mean, centre = ten_crop_probabilities(model, batch, placement)
+            views = [("ten crops", mean), ("centre crop", centre)]
+        else:
+            views = [("centre crop", class_probabilities(model, batch, placement))]
+        for name, probabilities in views:
+            sums.setdefault(name, _Sums(placement.device)).add(probabilities, labels)
+        images += len(labels)
+    if images == 0:
+        raise DataError(f"no readable images to evaluate ({skipped} skipped)")
+    order = ("centre crop", "ten crops")
+    return {name: sums[name].figures(images, skipped) for name in order if name in sums}
+
+
 def evaluate(
     model: nn.Module,
     batches: Iterable,
@@ -95,32 +169,10 @@ def evaluate(
     progress: bool = False,
     description: str = "eval",
 ) -> dict[str, float | int]:
-    """Mean loss and top-1/top-5 error (fractions) over `(images, labels, skipped)` batches."""
-    model.eval()
-    # Sums stay on the device and are read once at the end: no host-device sync per batch.
-    loss_sum = torch.zeros((), device=placement.device)
-    errors = torch.zeros(2, dtype=torch.long, device=placement.device)  # top-1, top-5
-    images, skipped = 0, 0
-    for batch, labels, batch_skipped in tqdm(batches, desc=description, disable=not progress):
-        skipped += batch_skipped
-        if len(labels) == 0:
-            continue
-        probabilities = class_probabilities(model, batch, placement)  # (B, C)
-        labels = labels.to(placement.device, non_blocking=True)
-        log_probabilities = probabilities.clamp_min(1e-12).log()
-        loss_sum += F.nll_loss(log_probabilities, labels, reduction="sum")
-        errors += top_k_errors(probabilities, labels)
-        images += len(labels)
-    if images == 0:
-        raise DataError(f"no readable images to evaluate ({skipped} skipped)")
-    top1_errors, top5_errors = errors.tolist()
-    return {
-        "loss": loss_sum.item() / images,
-        "top1_error": top1_errors / images,
-        "top5_error": top5_errors / images,
-        "images": images,
-        "skipped": skipped,
-    }
+    """Mean loss and top-1/top-5 error (fractions) over `(images, labels, skipped)` batches: of
+    the ten crops averaged for ten-crop batches, else of the centre crop."""
+    views = evaluate_views(model, batches, placement, progress=progress, description=description)
+    return views.get("ten crops", views["centre crop"])
 
 
 def evaluate_checkpoint(
@@ -144,19 +196,19 @@ def evaluate_checkpoint(
     model = placement.model(checkpoint.build_model(state))
     stats = DataStats.from_state_dict(state["data_stats"])
     batch_size = batch_size or recipe.optim.batch_size
-    results = {}
-    for name, crops in [("centre crop", False), ("ten crops", True)][: 2 if ten_crop else 1]:
-        loader = make_batches(
-            splits.val,
-            recipe.data,
-            stats,
-            images_per_batch(batch_size, crops, recipe.data),
-            train=False,
-            ten_crop=crops,
-            device=placement.device,
-            gpu_decode=recipe.run.gpu_decode,
-            workers=recipe.run.workers if workers is None else workers,
-            seed=recipe.run.seed,
-        )
-        results[name] = evaluate(model, loader, placement, progress=progress, description=name)
-    return splits.description, results
+    loader = make_batches(
+        splits.val,
+        recipe.data,
+        stats,
+        images_per_batch(batch_size, ten_crop, recipe.data),
+        train=False,
+        ten_crop=ten_crop,
+        device=placement.device,
+        gpu_decode=recipe.run.gpu_decode,
+        workers=recipe.run.workers if workers is None else workers,
+        seed=recipe.run.seed,
+    )
+    description = "ten crops" if ten_crop else "centre crop"
+    return splits.description, evaluate_views(
+        model, loader, placement, progress=progress, description=description
+    )
