@@ -9,7 +9,6 @@ from alexnet.evaluate import (
     class_probabilities,
     distinct_views,
     evaluate,
-    evaluate_views,
     images_per_batch,
 )
 from alexnet.placement import Placement
@@ -71,12 +70,9 @@ def test_one_ten_crop_pass_gives_the_centre_crops_figures_too(image_size):
     labels = torch.tensor([0, 1, 3])
     model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 6 * 6, 4)).eval()
     placement = Placement.for_run(RunRecipe(device="cpu"))
-    one_pass = evaluate_views(model, [(ten_crops(image_size, 6), labels, 0)], placement)
+    one_pass = evaluate(model, [(ten_crops(image_size, 6), labels, 0)], placement)
     assert list(one_pass) == ["centre crop", "ten crops"]
-    centre_pass = evaluate_views(model, [(centre, labels, 0)], placement)
+    centre_pass = evaluate(model, [(centre, labels, 0)], placement)
     assert list(centre_pass) == ["centre crop"]
     for key, value in centre_pass["centre crop"].items():
         assert one_pass["centre crop"][key] == pytest.approx(value, rel=1e-6), key
-    assert (
-        evaluate(model, [(ten_crops(image_size, 6), labels, 0)], placement) == one_pass["ten crops"]
-    )

@@ -128,7 +128,7 @@ class _Sums:
 
 
 @torch.no_grad()
-def evaluate_views(
+def evaluate(
     model: nn.Module,
     batches: Iterable,
     placement: Placement,
@@ -159,20 +159,6 @@ def evaluate_views(
         raise DataError(f"no readable images to evaluate ({skipped} skipped)")
     order = ("centre crop", "ten crops")
     return {name: sums[name].figures(images, skipped) for name in order if name in sums}
-
-
-def evaluate(
-    model: nn.Module,
-    batches: Iterable,
-    placement: Placement,
-    *,
-    progress: bool = False,
-    description: str = "eval",
-) -> dict[str, float | int]:
-    """Mean loss and top-1/top-5 error (fractions) over `(images, labels, skipped)` batches: of
-    the ten crops averaged for ten-crop batches, else of the centre crop."""
-    views = evaluate_views(model, batches, placement, progress=progress, description=description)
-    return views.get("ten crops", views["centre crop"])
 
 
 def evaluate_checkpoint(
@@ -209,6 +195,6 @@ def evaluate_checkpoint(
         seed=recipe.run.seed,
     )
     description = "ten crops" if ten_crop else "centre crop"
-    return splits.description, evaluate_views(
+    return splits.description, evaluate(
         model, loader, placement, progress=progress, description=description
     )

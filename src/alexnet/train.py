@@ -250,7 +250,8 @@ def _train(run: Run, request: StopRequest, progress: bool, board: Board) -> dict
             save_checkpoint(run, epoch - 1, step=trained["steps"], partial=trained)
             return _stopped(run, request, epoch, trained["steps"])
         run.val_batches.set_epoch(epoch)
-        validated = reduce_metrics(evaluate(run.network, run.val_batches, run.placement), ranks)
+        validated = evaluate(run.network, run.val_batches, run.placement)["centre crop"]
+        validated = reduce_metrics(validated, ranks)
         ends = plateau_ends_run(run.schedule, validated["top1_error"])
         run.schedule.step(validated["top1_error"])
         improved = _record(run, epoch, lr, trained, validated, board)
