@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 
-from alexnet.optim import PaperSGD, WarmUp, plateau_schedule
+from alexnet.optim import PaperSGD, StepRate, plateau_schedule
 
 
 def quadratic_grad(w: torch.Tensor) -> torch.Tensor:
@@ -172,14 +172,15 @@ def test_plateau_state_survives_a_round_trip():
 
 
 def test_a_warm_up_follows_the_paper_rule_with_a_rising_rate():
-    """WarmUp sets ε·s/steps before step s, then leaves ε alone; PaperSGD keeps v across each
-    change, so the weights follow §5's rule with that ε, by hand in float64."""
+    """StepRate sets ε·s/warmup before step s, then (no total) leaves ε to the plateau schedule;
+    PaperSGD keeps v across each change, so the weights follow §5's rule with that ε, by hand
+    in float64."""
     w = torch.tensor([0.5, -1.5, 3.0], dtype=torch.float64, requires_grad=True)
     optimizer = PaperSGD([w], lr=0.01, momentum=0.9, weight_decay=0.0005)
-    warm_up = WarmUp(optimizer, lr=0.01, steps=3)
+    rate = StepRate(optimizer, lr=0.01, warmup=3)
     want, v = w.detach().clone(), torch.zeros(3, dtype=torch.float64)
     for step, lr in enumerate([0.01 / 3, 0.02 / 3, 0.01, 0.01, 0.01], start=1):
-        warm_up.before_step(step)
+        rate.before_step(step)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(lr, rel=1e-15)
         w.grad = quadratic_grad(w.detach())
         optimizer.step()
@@ -187,5 +188,16 @@ def test_a_warm_up_follows_the_paper_rule_with_a_rising_rate():
         want = want + v
         assert torch.allclose(w.detach(), want, rtol=0, atol=1e-15)
     optimizer.param_groups[0]["lr"] = 0.001  # a drop after the warm-up: not undone
-    warm_up.before_step(4)
+    rate.before_step(6)
     assert optimizer.param_groups[0]["lr"] == 0.001
+
+
+def test_the_linear_shape_falls_to_a_last_small_step():
+    w = torch.zeros(1, requires_grad=True)
+    optimizer = PaperSGD([w], lr=0.01)
+    rate = StepRate(optimizer, lr=0.01, warmup=2, total=6)
+    rates = []
+    for step in range(1, 7):
+        rate.before_step(step)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([0.005, 0.01, 0.01, 0.0075, 0.005, 0.0025], rel=1e-12)

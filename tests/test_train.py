@@ -173,3 +173,15 @@ def test_the_step_loop_reads_from_the_device_only_every_few_steps(monkeypatch):
 def test_a_nan_loss_stops_the_epoch_within_a_check_naming_epoch_and_step():
     with pytest.raises(TrainingDiverged, match=r"loss became nan in epoch 3 by step 10"):
         _tiny_epoch(_tiny_batches(35, nan_at=6))
+
+
+def test_a_linear_shape_sets_each_steps_rate_and_no_plateau_acts(tmp_path, colour_tree):
+    """27 training images, batches of 8: 3 steps an epoch. Warm-up over epoch 1, then a linear
+    fall: ε at the last step of epoch 1 is ε, of epoch 2 ε/3 (StepRate); no ε÷10 at a plateau."""
+    recipe = apply_overrides(
+        tiny_recipe(colour_tree, epochs=2),
+        ["schedule.warmup_epochs=1", "schedule.shape=linear", "schedule.patience=0"],
+    )
+    fit(recipe, tmp_path / "run", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [r["lr"] for r in records] == pytest.approx([recipe.optim.lr, recipe.optim.lr / 3])

@@ -96,21 +96,34 @@ def _velocity_to_buffer(optimizer: PaperSGD, state_dict: dict) -> None:
                 group["buffer_lr"] = group["lr"]
 
 
-class WarmUp:
-    """ε rising linearly over a run's first `steps` steps: ε·s/steps at step s, then ε (not in
-    the paper, whose ε starts at 0.01, §5). The steps lie in the first epoch, before the plateau
-    schedule can act. On small data the first steps at full ε overshoot: the digits recipe's
-    loss went from 4.6 to 7.8 on step 2 and then sat near chance (2.30) for most of the epoch
-    (recipe.py). PaperSGD keeps the velocity across each change of ε, as at a drop."""
+class StepRate:
+    """ε set before each step, for what the plateau schedule does not do (neither is in the
+    paper, §5): a linear rise over the run's first `warmup` steps, ε·s/warmup at step s, and
+    with `total` steps a linear fall after it, to ε/(total − warmup) at the last step.
 
-    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, steps: int):
-        self.optimizer, self.lr, self.steps = optimizer, lr, steps
+    On small data the first steps at full ε overshoot: the digits recipe's loss went from 4.6
+    to 7.8 on step 2 and then sat near chance (2.30) for most of the epoch. And a run of a few
+    epochs has no plateau for the schedule to see: the fall gives it the small steps at the end
+    that a drop gives a long run (recipe.py). ε is a function of the step alone, so a resumed
+    run gets the same; PaperSGD keeps the velocity across each change, as at a drop. Without
+    `total` the plateau schedule owns ε after the warm-up, which then lies within epoch 1.
+    """
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, lr: float, warmup: int, total: int | None = None
+    ):
+        self.optimizer, self.lr, self.warmup, self.total = optimizer, lr, warmup, total
 
     def before_step(self, step: int) -> None:
-        """Set ε for the epoch's `step`-th step (from 1)."""
-        if step <= self.steps:
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr * step / self.steps
+        """Set ε for the run's `step`-th step (from 1)."""
+        if step <= self.warmup:
+            factor = step / self.warmup
+        elif self.total is not None:
+            factor = (self.total - step + 1) / (self.total - self.warmup)
+        else:
+            return
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr * factor
 
 
 def plateau_schedule(

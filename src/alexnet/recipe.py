@@ -66,6 +66,8 @@ class ScheduleRecipe:
     patience: int = 5  # epochs without a better validation top-1 error before a drop
     max_drops: int = 3  # §5: reduced three times before termination
     warmup_epochs: float = 0.0  # not in the paper: ε rises linearly over this share of epoch 1
+    shape: Literal["plateau", "linear"] = "plateau"  # §5: ÷lr_drop on a plateau; or, not in the
+    # paper, a linear fall to 0 over the run after the warm-up, for runs too short for a plateau
 
 
 @dataclass

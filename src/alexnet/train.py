@@ -31,7 +31,7 @@ from alexnet.data.sources import absolute_source
 from alexnet.errors import TrainingDiverged
 from alexnet.evaluate import evaluate
 from alexnet.files import remove_temporaries
-from alexnet.optim import WarmUp, plateau_ends_run
+from alexnet.optim import StepRate, plateau_ends_run
 from alexnet.placement import Placement
 from alexnet.placement.device import memory_of
 from alexnet.placement.ranks import Ranks, reduce_metrics
@@ -89,7 +89,8 @@ def train_one_epoch(
     progress: bool,
     first_step: int = 0,
     stop: Callable[[], bool] = lambda: False,
-    warm_up: WarmUp | None = None,
+    rate: StepRate | None = None,
+    steps_before: int = 0,
 ) -> dict[str, float | int]:
     """One pass over the training batches; returns loss, top-1 error, images, images/s, skips.
 
@@ -97,7 +98,7 @@ def train_one_epoch(
     a diverged run, and every PROGRESS_EVERY steps for the progress bar when it is shown.
     first_step: the steps of this epoch already taken (a run resumed mid-epoch); `stop()` is
     asked after every step, and true ends the pass there ("stopped", with "steps" done).
-    warm_up: sets ε before each step (the first epoch's, optim.WarmUp).
+    rate: sets ε before each step, the run's step `steps_before` + step (optim.StepRate).
     """
     model.train()
     loss_sum = torch.zeros((), device=placement.device)
@@ -108,8 +109,8 @@ def train_one_epoch(
     for step, (batch, labels, batch_skipped) in enumerate(bar, start=first_step + 1):
         skipped += batch_skipped
         if len(labels):
-            if warm_up is not None:
-                warm_up.before_step(step)
+            if rate is not None:
+                rate.before_step(steps_before + step)
             batch_loss, batch_wrong = training_step(model, optimizer, batch, labels, placement)
             loss_sum += batch_loss
             wrong += batch_wrong
@@ -241,9 +242,9 @@ def _train(run: Run, request: StopRequest, progress: bool, board: Board) -> dict
         trained = train_one_epoch(
             run.step_model, run.optimizer, run.train_batches, run.placement,
             epoch=epoch, progress=progress, first_step=run.start_step, stop=stop,
-            warm_up=run.warm_up if epoch == 1 else None,
+            rate=run.rate, steps_before=(epoch - 1) * run.steps_per_epoch,
         )  # fmt: skip
-        lr = run.optimizer.param_groups[0]["lr"]  # the epoch's ε (the warm-up's end in epoch 1)
+        lr = run.optimizer.param_groups[0]["lr"]  # ε at the epoch's last step
         trained = combine_partial(run.partial, reduce_metrics(trained, ranks))
         run.start_step, run.partial = 0, None
         if trained["stopped"]:
@@ -252,8 +253,10 @@ def _train(run: Run, request: StopRequest, progress: bool, board: Board) -> dict
         run.val_batches.set_epoch(epoch)
         validated = evaluate(run.network, run.val_batches, run.placement)["centre crop"]
         validated = reduce_metrics(validated, ranks)
-        ends = plateau_ends_run(run.schedule, validated["top1_error"])
-        run.schedule.step(validated["top1_error"])
+        ends = False
+        if recipe.schedule.shape == "plateau":
+            ends = plateau_ends_run(run.schedule, validated["top1_error"])
+            run.schedule.step(validated["top1_error"])
         improved = _record(run, epoch, lr, trained, validated, board)
         drops = recipe.schedule.max_drops
         finished = ends and f"validation error stopped improving at the lowest ε ({drops} drops)"

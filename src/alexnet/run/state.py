@@ -29,7 +29,7 @@ from alexnet.data.stats import stats_cache_dir
 from alexnet.errors import TrainingDiverged
 from alexnet.files import FlushedInBackground, write_text_atomically
 from alexnet.model import AlexNet
-from alexnet.optim import PaperSGD, WarmUp, plateau_schedule
+from alexnet.optim import PaperSGD, StepRate, plateau_schedule
 from alexnet.placement import Placement
 from alexnet.placement.ranks import Ranks
 from alexnet.placement.towers import (
@@ -59,7 +59,8 @@ class Run:
     schedule: torch.optim.lr_scheduler.ReduceLROnPlateau
     train_batches: DeviceBatches
     val_batches: DeviceBatches
-    warm_up: WarmUp | None = None  # ε's rise over epoch 1's first steps (schedule.warmup_epochs)
+    rate: StepRate | None = None  # ε set before each step: the warm-up, the linear shape
+    steps_per_epoch: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl's lines
     start_epoch: int = 1
     start_step: int = 0  # steps of start_epoch already taken (a run resumed mid-epoch)
@@ -136,9 +137,15 @@ def start_run(
             splits.val, recipe.data, stats, batch_size, train=False, **loader_options
         ),
     )
-    if recipe.schedule.warmup_epochs:
-        steps = max(1, round(recipe.schedule.warmup_epochs * len(run.train_batches)))
-        run.warm_up = WarmUp(optimizer, recipe.optim.lr, steps)
+    run.steps_per_epoch = len(run.train_batches)
+    warmup = round(recipe.schedule.warmup_epochs * run.steps_per_epoch)
+    if recipe.schedule.warmup_epochs and not warmup:
+        warmup = 1
+    if warmup or recipe.schedule.shape == "linear":
+        total = recipe.schedule.epochs * run.steps_per_epoch
+        run.rate = StepRate(
+            optimizer, recipe.optim.lr, warmup, total if recipe.schedule.shape == "linear" else None
+        )
     if saved is not None:
         restore(run, saved)
     if placement.ranks.is_main:
