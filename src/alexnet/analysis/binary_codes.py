@@ -20,6 +20,7 @@ the exact fc7 neighbours and the speed-up against the exact search of `retrieval
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -43,30 +44,46 @@ def _standardiser(database: np.ndarray, rows: int = 20_000, seed: int = 0):
 def fit_encoder(
     method: str, database: np.ndarray, bits: int, *, seed: int = 0, passes: int = 10
 ) -> Encoder:
-    """An encoder from fc7 features to `bits`-bit codes, fitted on (a sample of) the database;
-    the auto-encoder sees `passes` times the sample (at most 300 steps of 256). On the digits
-    demo's fc7 (1,437 × 4,096) recall@10 was 0.640 after 30 passes, 0.638 after 10, 0.528
-    after 5: 10 keep it at a third of the time."""
-    if method not in METHODS:
-        raise ValueError(f"unknown code {method!r}; use one of {', '.join(METHODS)}")
-    sample, mean, std = _standardiser(database, seed=seed)
-    sample = (sample - mean) / std  # (S, D)
-    generator = torch.Generator().manual_seed(seed)
-    if method == "random":
-        projection = torch.randn(sample.shape[1], bits, generator=generator)  # (D, bits)
-        offset = torch.zeros(bits)
-    else:
-        projection, offset = _principal_axes(sample, bits, seed), torch.zeros(bits)
-    if method == "autoencoder":  # started from the PCA codes, so it begins no worse than them
-        steps = min(300, -(-passes * len(sample) // 256))
-        layer = _train_autoencoder(sample, projection, generator, steps)
-        projection, offset = layer.weight.detach().T, layer.bias.detach()
+    """An encoder from fc7 features to `bits`-bit codes, fitted on (a sample of) the database."""
+    return CodeFitter(database, bits, seed=seed).encoder(method, passes=passes)
 
-    def encode(features: np.ndarray) -> np.ndarray:
-        standardised = (torch.from_numpy(np.asarray(features, dtype=np.float32)) - mean) / std
-        return ((standardised @ projection + offset) > 0).numpy()  # sigmoid(z) > 0.5 <=> z > 0
 
-    return encode
+class CodeFitter:
+    """Fits each kind of code on one standardised sample of the database, its principal axes
+    computed once for the PCA codes and the auto-encoder's start."""
+
+    def __init__(self, database: np.ndarray, bits: int, *, seed: int = 0):
+        sample, self.mean, self.std = _standardiser(database, seed=seed)
+        self.sample = (sample - self.mean) / self.std  # (S, D)
+        self.bits, self.seed = bits, seed
+
+    @functools.cached_property
+    def principal_axes(self) -> torch.Tensor:
+        return _principal_axes(self.sample, self.bits, self.seed)
+
+    def encoder(self, method: str, *, passes: int = 10) -> Encoder:
+        """The encoder of `method`; the auto-encoder sees `passes` times the sample (at most 300
+        steps of 256). On the digits demo's fc7 (1,437 × 4,096) recall@10 was 0.640 after 30
+        passes, 0.638 after 10, 0.528 after 5: 10 keep it at a third of the time."""
+        if method not in METHODS:
+            raise ValueError(f"unknown code {method!r}; use one of {', '.join(METHODS)}")
+        generator = torch.Generator().manual_seed(self.seed)
+        offset = torch.zeros(self.bits)
+        if method == "random":
+            projection = torch.randn(self.sample.shape[1], self.bits, generator=generator)
+        else:
+            projection = self.principal_axes  # (D, bits)
+        if method == "autoencoder":  # started from the PCA codes, so it begins no worse than them
+            steps = min(300, -(-passes * len(self.sample) // 256))
+            layer = _train_autoencoder(self.sample, projection, generator, steps)
+            projection, offset = layer.weight.detach().T, layer.bias.detach()
+        mean, std = self.mean, self.std
+
+        def encode(features: np.ndarray) -> np.ndarray:
+            standardised = (torch.from_numpy(np.asarray(features, dtype=np.float32)) - mean) / std
+            return ((standardised @ projection + offset) > 0).numpy()  # sigmoid(z) > 0.5 <=> z > 0
+
+        return encode
 
 
 def _principal_axes(sample: torch.Tensor, bits: int, seed: int) -> torch.Tensor:
@@ -165,9 +182,10 @@ def evaluate_codes(
     k, shortlist = min(k, len(database)), min(shortlist, len(database))
     (exact, _), exact_seconds = best_time(lambda: nearest_neighbours(queries, database, k))
     results = {}
+    fitter = CodeFitter(database, bits, seed=seed)
     for method in methods:
         start = time.perf_counter()
-        encode = fit_encoder(method, database, bits, seed=seed)
+        encode = fitter.encoder(method)
         database_codes = encode_in_chunks(encode, database)
         query_codes = encode_in_chunks(encode, queries)
         fitted = time.perf_counter() - start
