@@ -1,15 +1,17 @@
-"""The seeded stratified split (dataset.py) is scikit-learn's, draw for draw, without importing
-scikit-learn."""
+"""dataset.py: the seeded stratified split is scikit-learn's, draw for draw, without importing
+scikit-learn; an in-memory set is prepared (§2) once."""
 
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from alexnet.data.dataset import DataError, stratified_split
+from alexnet.data.dataset import ArraySource, DataError, stratified_split
+from alexnet.data.downsample import Prepare
 
 
 def sklearn_split(labels, held_out, seed):
@@ -52,3 +54,31 @@ def test_splitting_imports_no_scikit_learn():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_an_in_memory_set_is_prepared_once_per_size(monkeypatch):
+    """ArraySource keeps §2's prepared pixels of a small set: the same pixels as preparing each
+    time, computed once per image and size; a set too large to keep is prepared each time."""
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    source = ArraySource("tiny", ["a", "b"], images, [0, 1, 0, 1, 0])
+    calls = []
+    original = Prepare.__call__
+
+    def counted(self, image):
+        calls.append(self.image_size)
+        return original(self, image)
+
+    monkeypatch.setattr(Prepare, "__call__", counted)
+    first = [source.pixels(i, 64) for i in range(5)]
+    again = [source.pixels(i, 64) for i in range(5)]
+    assert calls == [64] * 5
+    for index, pixels in enumerate(first):
+        assert torch.equal(pixels, again[index])
+        assert torch.equal(pixels, original(Prepare(64), source.load(index)[0]))
+    source.pixels(0, 72)  # another size: another image
+    assert calls == [64] * 5 + [72]
+    monkeypatch.setattr("alexnet.data.dataset.PREPARED_BYTES", 5 * 3 * 64 * 64 - 1)
+    source.pixels(1, 64)
+    source.pixels(1, 64)
+    assert calls == [64] * 5 + [72, 64, 64]

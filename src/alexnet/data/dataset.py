@@ -146,6 +146,9 @@ class FileSource(ImageSource):
         return self._fingerprint
 
 
+PREPARED_BYTES = 256 * 2**20  # an in-memory set whose prepared images fit is prepared once
+
+
 class ArraySource(ImageSource):
     """Images held in memory as one uint8 array (N, H, W, 3); nothing can be unreadable."""
 
@@ -157,9 +160,21 @@ class ArraySource(ImageSource):
             )
         self.images = images  # (N, H, W, 3)
         self._fingerprint: str | None = None
+        self._prepared: dict[tuple[int, int], torch.Tensor] = {}  # (index, size) -> pixels
 
     def load(self, index: int, min_size: int | None = None) -> tuple[Image.Image, int]:
         return Image.fromarray(self.images[index], "RGB"), int(self.labels[index])
+
+    def pixels(self, index: int, image_size: int) -> torch.Tensor:
+        """§2 once per image and size when the whole set at that size fits in PREPARED_BYTES
+        (digits at 64 px: 22 MB), as every epoch asks again; else each time, as for any source.
+        The tensor is shared: read it, do not change it."""
+        if len(self) * 3 * image_size**2 > PREPARED_BYTES:
+            return super().pixels(index, image_size)
+        key = (index, image_size)
+        if key not in self._prepared:
+            self._prepared[key] = super().pixels(index, image_size)
+        return self._prepared[key]
 
     def fingerprint(self) -> str:
         """Hashed once (Fashion-MNIST's 60,000 images are 141 MB; a report asks several times)."""
