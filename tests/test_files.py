@@ -1,6 +1,7 @@
 """files.FlushedInBackground: a checkpoint's flush to disk off the training path, still atomic."""
 
 import os
+import signal
 import threading
 
 import pytest
@@ -58,3 +59,25 @@ def test_a_failed_flush_is_raised_by_wait_and_leaves_no_temporary(tmp_path, monk
     assert path.read_bytes() == b"old"
     assert list(tmp_path.glob("*.tmp")) == []
     writer.wait()  # raised once
+
+
+def test_a_ctrl_c_during_wait_is_raised_once_the_file_is_in_place(tmp_path, monkeypatch):
+    """fit releases the run folder's lock after wait(): a second Ctrl-C there must not let the
+    lock go while the flush thread is still renaming last.pt."""
+    path = tmp_path / "last.pt"
+    release = threading.Event()
+    real_fsync = os.fsync
+
+    def slow_fsync(descriptor):
+        release.wait(timeout=30)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(alexnet.files.os, "fsync", slow_fsync)
+    writer = FlushedInBackground()
+    writer.write(path, lambda file: file.write(b"new"))
+    main = threading.main_thread().ident
+    threading.Timer(0.2, signal.pthread_kill, args=(main, signal.SIGINT)).start()  # in wait()
+    threading.Timer(0.6, release.set).start()  # the flush ends later
+    with pytest.raises(KeyboardInterrupt):
+        writer.wait()
+    assert release.is_set() and path.read_bytes() == b"new"

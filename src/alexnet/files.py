@@ -77,6 +77,7 @@ class FlushedInBackground:
 
     def __init__(self) -> None:
         self._thread: threading.Thread | None = None
+        self._done = threading.Event()  # set when the thread's flush has ended
         self._error: BaseException | None = None
 
     def write(
@@ -89,6 +90,8 @@ class FlushedInBackground:
         path = Path(path)
         temporary = _written_beside(path, write)
 
+        done = threading.Event()
+
         def finish() -> None:
             try:
                 _flush_and_rename(temporary, path)
@@ -97,18 +100,30 @@ class FlushedInBackground:
             except BaseException as error:  # raised again by wait(), in the caller's thread
                 temporary.unlink(missing_ok=True)
                 self._error = error
+            finally:
+                done.set()
 
         self._thread = threading.Thread(target=finish, name=f"flush {path.name}")
+        self._done = done
         self._thread.start()
 
     def wait(self) -> None:
-        """Return once the last write is in place; raise what it raised."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        """Return once the last write is in place; raise what it raised. A Ctrl-C meanwhile is
+        raised once the write is in place (seconds), so that the caller's folder lock is never
+        released while a file is still being renamed into the folder."""
+        interrupted = None
+        while self._thread is not None:
+            try:  # an Event: a Thread.join() cut short by Ctrl-C returns early when retried
+                self._done.wait()
+                self._thread.join()
+                self._thread = None
+            except KeyboardInterrupt as error:
+                interrupted = error
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+        if interrupted is not None:
+            raise interrupted
 
 
 def write_text_atomically(path: Path | str, text: str) -> None:
