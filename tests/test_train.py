@@ -90,7 +90,8 @@ def test_resume_gives_the_same_weights_as_one_run(tmp_path, colour_tree):
     patience=0 puts an lr drop before the stop, so velocity and schedule state must survive;
     two loader workers check that batches do not depend on the process that made them.
     """
-    overrides = ["schedule.patience=0", "run.workers=2"]
+    overrides = ["schedule.shape=plateau", "schedule.warmup_epochs=0", "schedule.patience=0"]
+    overrides.append("run.workers=2")
     straight, stopped = tmp_path / "straight", tmp_path / "stopped"
     fit(apply_overrides(tiny_recipe(colour_tree, epochs=4), overrides), straight, progress=False)
     fit(apply_overrides(tiny_recipe(colour_tree, epochs=3), overrides), stopped, progress=False)

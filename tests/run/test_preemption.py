@@ -262,7 +262,8 @@ def test_the_run_ends_at_the_plateau_after_the_last_drop(colour_tree, tmp_path, 
     """§5: ε "reduced three times prior to termination"; here max_drops=1 and an ε so small
     that validation error never changes: epoch 2 drops ε, epoch 3 ends the run."""
     run = tmp_path / "run"
-    overrides = ["--set", "schedule.max_drops=1", "--lr", "1e-12"]
+    overrides = ["--set", "schedule.max_drops=1", "--set", "schedule.shape=plateau"]
+    overrides += ["--lr", "1e-12"]
     assert main([*argv(colour_tree, run, epochs=10), *overrides]) == 0
     assert epochs_in(run) == [1, 2, 3]
     reason = "validation error stopped improving at the lowest ε (1 drops)"
