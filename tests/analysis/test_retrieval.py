@@ -46,7 +46,7 @@ def run(tmp_path_factory, colour_tree):
 def test_features_are_fc7_cached_as_float16(run, monkeypatch):
     net = load(run)
     source = open_splits(net_recipe(net)).train
-    features = cached_features(net, source, "train")
+    features = cached_features(net.path, lambda: net, source, "train")
     assert features.vectors.dtype == np.float16 and features.vectors.shape == (len(source), 4096)
     assert features.readable.all()
     expected = net.embed([source.load(i)[0] for i in range(len(source))])
@@ -55,7 +55,7 @@ def test_features_are_fc7_cached_as_float16(run, monkeypatch):
         rtol=2e-3, atol=2e-3,
     )  # fmt: skip
     monkeypatch.setattr(TrainedNetwork, "embed_source", None)  # a second call reads the cache
-    again = cached_features(net, source, "train")
+    again = cached_features(net.path, lambda: net, source, "train")
     np.testing.assert_array_equal(again.vectors, features.vectors)
     assert list((run / "cache").glob("*.tmp")) == []
 

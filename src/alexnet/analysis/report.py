@@ -201,8 +201,9 @@ class _Analysis:
         """fc7 of every image of the split ("train" or "val"), from its cache or computed."""
         source = getattr(self.splits, split)
         return cached_features(
-            self.network, source, split, workers=self.workers, progress=self.progress
-        )
+            Path(self.state["path"]), lambda: self.network, source, split,
+            workers=self.workers, progress=self.progress,
+        )  # fmt: skip
 
 
 def _run_sections(

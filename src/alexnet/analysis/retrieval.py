@@ -1,15 +1,17 @@
 """Retrieval by fc7 features (§6.1, Figure 4 right): features of a data set, exact neighbours.
 
-`cached_features(net, source, split)` gives the fc7 vectors (N, 4096) of every image of a data
-set, computed with the network's test-time preprocessing and cached beside its checkpoint
-(cache.py) as float16 `.npy` (ImageNet's training set: 1.2M × 4096 × 2 bytes ≈ 10 GB), read back
-memory-mapped, so the set never has to fit in memory. `nearest_neighbours` is exact Euclidean
+`cached_features(checkpoint, network, source, split)` gives the fc7 vectors (N, 4096) of every
+image of a data set, computed with the network's test-time preprocessing and cached beside its
+checkpoint (cache.py) as float16 `.npy` (ImageNet's training set: 1.2M × 4096 × 2 bytes ≈ 10 GB),
+read back memory-mapped, so the set never has to fit in memory; the network is built only when
+they are not there. `nearest_neighbours` is exact Euclidean
 search over such an array in chunks whose size is bounded in bytes; `binary_codes.py`
 compresses the vectors."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -30,25 +32,29 @@ class Features(NamedTuple):
     readable: np.ndarray  # (N,) bool: False for an image that could not be read (a zero row)
 
 
-def feature_cache_path(net: TrainedNetwork, source: ImageSource, split: str) -> Path:
+def feature_cache_path(checkpoint: Path, source: ImageSource, split: str) -> Path:
     """`cache/<checkpoint>-<split>-<key>.npy` beside the checkpoint (cache.py): the key changes
     with the checkpoint file and with the data."""
-    return cache_path(net.path, split, ".npy", source.fingerprint())
+    return cache_path(checkpoint, split, ".npy", source.fingerprint())
 
 
 def cached_features(
-    net: TrainedNetwork,
+    checkpoint: Path,
+    network: Callable[[], TrainedNetwork],
     source: ImageSource,
     split: str,
     *,
     workers: int = 0,
     progress: bool = False,
 ) -> Features:
-    """The fc7 features of every image of `source`, from the cache or computed and cached."""
-    path = feature_cache_path(net, source, split)
+    """The fc7 features of every image of `source` by the checkpoint's network, from the cache
+    or computed (by `network()`, called only then) and cached."""
+    path = feature_cache_path(Path(checkpoint), source, split)
     readable_path = path.with_suffix(".readable.npy")
     if not (path.exists() and readable_path.exists()):
-        _compute_features(net, source, path, readable_path, workers=workers, progress=progress)
+        _compute_features(
+            network(), source, path, readable_path, workers=workers, progress=progress
+        )
     return Features(np.load(path, mmap_mode="r"), np.load(readable_path))
 
 
