@@ -1,11 +1,11 @@
 """The one definition of the preprocessing arithmetic (§2, §4.1), for every batch the net sees:
 training, evaluation, predict, `load()`; a single image is a batch of one (`preprocess`).
 
-In a loader worker (`CropItems`), each item is prepared as in §2 (shorter side rescaled to
-image_size, centre square; a prepared store's images are already), its window is drawn
-(windows.py: a random crop_size window mirrored with probability 1/2 for training; the centre,
-or §4.1's ten, for testing) and cut, still uint8, and its PCA lighting α is drawn
-(lighting.py), all from torch's generator seeded with (seed, epoch, index) (loader.py). The batch
+In a loader worker (`CropItems`, crops.py), each item is prepared as in §2 (shorter side
+rescaled to image_size, centre square; a prepared store's images are already), its window is
+drawn (windows.py: a random crop_size window mirrored with probability 1/2 for training; the
+centre, or §4.1's ten, for testing) and cut, still uint8, and its PCA lighting α is drawn
+(lighting.py), all from a generator seeded with (seed, epoch, index) (loader.py). The batch
 crosses to the device as uint8: a quarter of float32's shared memory and host-to-device traffic.
 There, `BatchTransform` converts it to float (0-255), subtracts each crop's own window of the
 training set's mean image (§2), adds each image's lighting shift (§4.1) and, for input_scale
@@ -21,94 +21,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
-from torch.utils.data import Dataset, default_collate
 
+from alexnet.data.crops import CropBatch, CropItems, collate_crops
 from alexnet.data.dataset import DataError, ImageSource
 from alexnet.data.given import GivenImages, ImageLike
-from alexnet.data.lighting import draw_alpha, lighting_shift
+from alexnet.data.lighting import lighting_shift
 from alexnet.data.loader import make_loader
 from alexnet.data.stats import DataStats
-from alexnet.data.windows import cut_window, cut_windows, draw_window, eval_windows
+from alexnet.data.windows import cut_windows
 from alexnet.recipe import DataRecipe
 
 log = logging.getLogger("alexnet.data")
-
-
-class CropBatch(NamedTuple):
-    """A batch before the device's arithmetic. pixels: uint8 crops (B, 3, c, c), or (B, 10, 3,
-    c, c) for ten crops; or, to decode on the device, the B images' JPEG bytes end to end, with
-    their lengths (B,). windows: (B, 3) or (B, 10, 3) int64 (top, left, flipped). alpha: (B, 3)
-    lighting draws."""
-
-    pixels: torch.Tensor
-    windows: torch.Tensor
-    alpha: torch.Tensor
-    lengths: torch.Tensor | None = None  # JPEG bytes per image; None for cut crops
-
-
-class CropItems(Dataset):
-    """A source's items as (pixels, windows, alpha, label), or None for a skipped file.
-
-    train: a random window (mirrored when `recipe.flip`) and, with PCA lighting, one α; else the
-    centre window, or the ten of §4.1 with ten_crop. encoded: hand over the stored JPEG bytes
-    instead of cut pixels (a prepared store at the recipe's size; decoded on the device).
-    """
-
-    def __init__(
-        self,
-        source: ImageSource,
-        recipe: DataRecipe,
-        *,
-        train: bool,
-        ten_crop: bool = False,
-        encoded: bool = False,
-    ):
-        self.source = source
-        self.image_size, self.crop_size = recipe.image_size, recipe.crop_size
-        self.train, self.flip = train, recipe.flip
-        self.lighting_std = recipe.lighting_std if train and recipe.pca_lighting else None
-        self.windows = None if train else eval_windows(self.image_size, self.crop_size, ten_crop)
-        self.encoded = encoded
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int):
-        if self.encoded:
-            pixels = self.source.encoded(index)
-        else:
-            pixels = self.source.pixels(index, self.image_size)  # (3, S, S) uint8
-        if pixels is None:
-            return None
-        if self.train:  # the window first, then α: the order every item draws them in
-            windows = torch.tensor(draw_window(self.image_size, self.crop_size, self.flip))
-        else:
-            windows = self.windows[0] if len(self.windows) == 1 else self.windows
-        alpha = torch.zeros(3) if self.lighting_std is None else draw_alpha(self.lighting_std)
-        if not self.encoded and windows.dim() == 1:
-            pixels = cut_window(pixels, windows, self.crop_size)  # (3, c, c)
-        elif not self.encoded:  # (10, 3, c, c)
-            pixels = torch.stack([cut_window(pixels, window, self.crop_size) for window in windows])
-        return pixels, windows, alpha, int(self.source.labels[index])
-
-
-def collate_crops(batch: list) -> tuple[CropBatch, torch.Tensor, int]:
-    """(CropBatch, labels, skipped) of the items that loaded; zero rows if none did."""
-    kept = [item for item in batch if item is not None]
-    skipped = len(batch) - len(kept)
-    if not kept:
-        nothing = CropBatch(torch.empty(0, dtype=torch.uint8), torch.empty(0, 3), torch.empty(0, 3))
-        return nothing, torch.empty(0, dtype=torch.int64), skipped
-    pixels, windows, alpha, labels = (list(column) for column in zip(*kept, strict=True))
-    # default_collate stacks into shared memory in a worker: the main process maps, not copies.
-    # JPEG bytes go end to end in one tensor: one shared segment a batch, not one an image.
-    lengths = torch.tensor([len(data) for data in pixels]) if pixels[0].dim() == 1 else None
-    stacked = torch.cat(pixels) if lengths is not None else default_collate(pixels)
-    crops = CropBatch(stacked, default_collate(windows), default_collate(alpha), lengths)
-    return crops, default_collate(labels), skipped
 
 
 def check_sizes(recipe: DataRecipe, stats: DataStats) -> None:
