@@ -58,7 +58,10 @@ class BatchTransform:
     On a CPU the same steps run crop by crop (per_image), so that each crop stays in cache
     between them, subtracting a view of the mean image (or of its mirror) instead of a copy:
     measured on 2 cores at batch 128 and 224 px, about a fifth of the time of whole-batch steps,
-    which are bound by memory bandwidth there. Both give the same values.
+    which are bound by memory bandwidth there. Both give the same values. The crop-by-crop steps
+    run on one thread: each is too small for torch to gain from splitting it, and on a CPU busy
+    with loader workers (or other jobs) every split step waits for a second thread to be
+    scheduled (measured on 2 busy cores: 20 ms a batch of 128 on one thread, 40-3000 ms on two).
     """
 
     def __init__(
@@ -93,7 +96,12 @@ class BatchTransform:
             alpha = batch.alpha.to(self.device, non_blocking=True)  # (B, 3)
             shift = lighting_shift(alpha, self.eigenvalues, self.eigenvectors)  # (B, 3)
         if self.per_image:
-            return self._crop_by_crop(crops, windows, shift)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return self._crop_by_crop(crops, windows, shift)
+            finally:
+                torch.set_num_threads(threads)
         images = crops.float()
         mean = torch.zeros(windows.shape[:-1], dtype=torch.long, device=self.device)
         images -= cut_windows(self.mean_image, windows, self.crop_size, which=mean)
