@@ -12,9 +12,11 @@ training set's mean image (§2), adds each image's lighting shift (§4.1) and, f
 "standardised", divides by the per-channel std of (pixel - mean image); "raw" keeps the paper's
 centred 0-255 values. The recipe's image_size and crop_size scale this to small data.
 
-On CUDA, a prepared store of JPEGs can skip the decoding in the workers: they hand over the
-stored bytes and the windows, and the batch is decoded by torchvision's batched GPU decoder and
-cut there (`gpu_decode`), with the same windows and α. `make_batches` builds either.
+A prepared store read at its own size is cut by threads of this process into buffers they reuse
+(crop_threads.py): the same batches, without a copy through shared memory. On CUDA, a prepared
+store of JPEGs can skip the decoding: the loader hands over the stored bytes and the windows,
+and the batch is decoded by torchvision's batched GPU decoder and cut there (`gpu_decode`), with
+the same windows and α. `make_batches` builds each.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 
 import torch
 
+from alexnet.data.crop_threads import make_threaded_loader
 from alexnet.data.crops import CropBatch, CropItems, collate_crops
 from alexnet.data.dataset import DataError, ImageSource
 from alexnet.data.given import GivenImages, ImageLike
@@ -211,9 +214,14 @@ def make_batches(
     items = CropItems(source, recipe, train=train, ten_crop=ten_crop, encoded=encoded)
     # Pinned memory speeds up the crops' copy; JPEG bytes are read by the decoder, not copied.
     pin_for = "cpu" if encoded else device
-    loader = make_loader(
-        items, batch_size, train=train, device=pin_for, collate=collate_crops, **loader_options
-    )
+    if not encoded and source.prepared_size == recipe.image_size:  # a store: decoding is cheap
+        loader = make_threaded_loader(
+            items, batch_size, train=train, device=device, **loader_options
+        )
+    else:
+        loader = make_loader(
+            items, batch_size, train=train, device=pin_for, collate=collate_crops, **loader_options
+        )
     lighting = train and recipe.pca_lighting
     return DeviceBatches(loader, BatchTransform(recipe, stats, device, lighting=lighting))
 
