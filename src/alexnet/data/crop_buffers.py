@@ -45,10 +45,8 @@ class BufferRing:
     """`count` uint8 buffers of `shape`, pinned for a CUDA device; `take` one free, `give_back`
     it when its batch is done with, `writable` before writing into it again."""
 
-    def __init__(self, count: int, shape: tuple[int, ...], *, pin: bool, shared: bool = False):
+    def __init__(self, count: int, shape: tuple[int, ...], *, pin: bool):
         self.buffers = [torch.empty(shape, dtype=torch.uint8, pin_memory=pin) for _ in range(count)]
-        if shared:  # seen and written by worker processes (a ring of processes)
-            self.buffers = [buffer.share_memory_() for buffer in self.buffers]
         self.pin = pin
         self.free = deque(range(count))
         self.copied: list[torch.cuda.Event | None] = [None] * count
