@@ -1,114 +1,42 @@
 """The one definition of the preprocessing arithmetic (§2, §4.1), for every batch the net sees:
 training, evaluation, predict, `load()`; a single image is a batch of one (`preprocess`).
 
-In a loader worker (`CropItems`), each item is prepared as in §2 (shorter side rescaled to
-image_size, centre square; a prepared store's images are already), its window is drawn
-(windows.py: a random crop_size window mirrored with probability 1/2 for training; the centre,
-or §4.1's ten, for testing) and cut, still uint8, and its PCA lighting α is drawn
-(lighting.py), all from torch's generator seeded with (seed, epoch, index) (loader.py). The batch
+In a loader worker (`CropItems`, crops.py), each item is prepared as in §2 (shorter side
+rescaled to image_size, centre square; a prepared store's images are already), its window is
+drawn (windows.py: a random crop_size window mirrored with probability 1/2 for training; the
+centre, or §4.1's ten, for testing) and cut, still uint8, and its PCA lighting α is drawn
+(lighting.py), all from a generator seeded with (seed, epoch, index) (loader.py). The batch
 crosses to the device as uint8: a quarter of float32's shared memory and host-to-device traffic.
 There, `BatchTransform` converts it to float (0-255), subtracts each crop's own window of the
 training set's mean image (§2), adds each image's lighting shift (§4.1) and, for input_scale
 "standardised", divides by the per-channel std of (pixel - mean image); "raw" keeps the paper's
 centred 0-255 values. The recipe's image_size and crop_size scale this to small data.
 
-On CUDA, a prepared store of JPEGs can skip the decoding in the workers: they hand over the
-stored bytes and the windows, and the batch is decoded by torchvision's batched GPU decoder and
-cut there (`gpu_decode`), with the same windows and α. `make_batches` builds either.
+A prepared store read at its own size is cut by threads of this process into buffers they reuse
+(crop_threads.py): the same batches, without a copy through shared memory. On CUDA, a prepared
+store of JPEGs can skip the decoding: the loader hands over the stored bytes and the windows,
+and the batch is decoded by torchvision's batched GPU decoder and cut there (`gpu_decode`), with
+the same windows and α. `make_batches` builds each.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
-from torch.utils.data import Dataset, default_collate
 
+from alexnet.data.crop_threads import make_threaded_loader
+from alexnet.data.crops import CropBatch, CropItems, collate_crops
 from alexnet.data.dataset import DataError, ImageSource
 from alexnet.data.given import GivenImages, ImageLike
-from alexnet.data.lighting import draw_alpha, lighting_shift
+from alexnet.data.lighting import lighting_shift
 from alexnet.data.loader import make_loader
 from alexnet.data.stats import DataStats
-from alexnet.data.windows import cut_window, cut_windows, draw_window, eval_windows
+from alexnet.data.windows import cut_windows
 from alexnet.recipe import DataRecipe
 
 log = logging.getLogger("alexnet.data")
-
-
-class CropBatch(NamedTuple):
-    """A batch before the device's arithmetic. pixels: uint8 crops (B, 3, c, c), or (B, 10, 3,
-    c, c) for ten crops; or, to decode on the device, the B images' JPEG bytes end to end, with
-    their lengths (B,). windows: (B, 3) or (B, 10, 3) int64 (top, left, flipped). alpha: (B, 3)
-    lighting draws."""
-
-    pixels: torch.Tensor
-    windows: torch.Tensor
-    alpha: torch.Tensor
-    lengths: torch.Tensor | None = None  # JPEG bytes per image; None for cut crops
-
-
-class CropItems(Dataset):
-    """A source's items as (pixels, windows, alpha, label), or None for a skipped file.
-
-    train: a random window (mirrored when `recipe.flip`) and, with PCA lighting, one α; else the
-    centre window, or the ten of §4.1 with ten_crop. encoded: hand over the stored JPEG bytes
-    instead of cut pixels (a prepared store at the recipe's size; decoded on the device).
-    """
-
-    def __init__(
-        self,
-        source: ImageSource,
-        recipe: DataRecipe,
-        *,
-        train: bool,
-        ten_crop: bool = False,
-        encoded: bool = False,
-    ):
-        self.source = source
-        self.image_size, self.crop_size = recipe.image_size, recipe.crop_size
-        self.train, self.flip = train, recipe.flip
-        self.lighting_std = recipe.lighting_std if train and recipe.pca_lighting else None
-        self.windows = None if train else eval_windows(self.image_size, self.crop_size, ten_crop)
-        self.encoded = encoded
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def __getitem__(self, index: int):
-        if self.encoded:
-            pixels = self.source.encoded(index)
-        else:
-            pixels = self.source.pixels(index, self.image_size)  # (3, S, S) uint8
-        if pixels is None:
-            return None
-        if self.train:  # the window first, then α: the order every item draws them in
-            windows = torch.tensor(draw_window(self.image_size, self.crop_size, self.flip))
-        else:
-            windows = self.windows[0] if len(self.windows) == 1 else self.windows
-        alpha = torch.zeros(3) if self.lighting_std is None else draw_alpha(self.lighting_std)
-        if not self.encoded and windows.dim() == 1:
-            pixels = cut_window(pixels, windows, self.crop_size)  # (3, c, c)
-        elif not self.encoded:  # (10, 3, c, c)
-            pixels = torch.stack([cut_window(pixels, window, self.crop_size) for window in windows])
-        return pixels, windows, alpha, int(self.source.labels[index])
-
-
-def collate_crops(batch: list) -> tuple[CropBatch, torch.Tensor, int]:
-    """(CropBatch, labels, skipped) of the items that loaded; zero rows if none did."""
-    kept = [item for item in batch if item is not None]
-    skipped = len(batch) - len(kept)
-    if not kept:
-        nothing = CropBatch(torch.empty(0, dtype=torch.uint8), torch.empty(0, 3), torch.empty(0, 3))
-        return nothing, torch.empty(0, dtype=torch.int64), skipped
-    pixels, windows, alpha, labels = (list(column) for column in zip(*kept, strict=True))
-    # default_collate stacks into shared memory in a worker: the main process maps, not copies.
-    # JPEG bytes go end to end in one tensor: one shared segment a batch, not one an image.
-    lengths = torch.tensor([len(data) for data in pixels]) if pixels[0].dim() == 1 else None
-    stacked = torch.cat(pixels) if lengths is not None else default_collate(pixels)
-    crops = CropBatch(stacked, default_collate(windows), default_collate(alpha), lengths)
-    return crops, default_collate(labels), skipped
 
 
 def check_sizes(recipe: DataRecipe, stats: DataStats) -> None:
@@ -133,7 +61,10 @@ class BatchTransform:
     On a CPU the same steps run crop by crop (per_image), so that each crop stays in cache
     between them, subtracting a view of the mean image (or of its mirror) instead of a copy:
     measured on 2 cores at batch 128 and 224 px, about a fifth of the time of whole-batch steps,
-    which are bound by memory bandwidth there. Both give the same values.
+    which are bound by memory bandwidth there. Both give the same values. The crop-by-crop steps
+    run on one thread: each is too small for torch to gain from splitting it, and on a CPU busy
+    with loader workers (or other jobs) every split step waits for a second thread to be
+    scheduled (measured on 2 busy cores: 20 ms a batch of 128 on one thread, 40-3000 ms on two).
     """
 
     def __init__(
@@ -168,7 +99,12 @@ class BatchTransform:
             alpha = batch.alpha.to(self.device, non_blocking=True)  # (B, 3)
             shift = lighting_shift(alpha, self.eigenvalues, self.eigenvectors)  # (B, 3)
         if self.per_image:
-            return self._crop_by_crop(crops, windows, shift)
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                return self._crop_by_crop(crops, windows, shift)
+            finally:
+                torch.set_num_threads(threads)
         images = crops.float()
         mean = torch.zeros(windows.shape[:-1], dtype=torch.long, device=self.device)
         images -= cut_windows(self.mean_image, windows, self.crop_size, which=mean)
@@ -278,9 +214,14 @@ def make_batches(
     items = CropItems(source, recipe, train=train, ten_crop=ten_crop, encoded=encoded)
     # Pinned memory speeds up the crops' copy; JPEG bytes are read by the decoder, not copied.
     pin_for = "cpu" if encoded else device
-    loader = make_loader(
-        items, batch_size, train=train, device=pin_for, collate=collate_crops, **loader_options
-    )
+    if not encoded and source.prepared_size == recipe.image_size:  # a store: decoding is cheap
+        loader = make_threaded_loader(
+            items, batch_size, train=train, device=device, **loader_options
+        )
+    else:
+        loader = make_loader(
+            items, batch_size, train=train, device=pin_for, collate=collate_crops, **loader_options
+        )
     lighting = train and recipe.pca_lighting
     return DeviceBatches(loader, BatchTransform(recipe, stats, device, lighting=lighting))
 

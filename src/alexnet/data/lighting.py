@@ -33,9 +33,9 @@ def rgb_pca(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return values.clamp_min(0).float(), (vectors * largest.sign()).float()
 
 
-def draw_alpha(std: float) -> torch.Tensor:
-    """One draw of α (3,), αᵢ ~ N(0, std), from torch's global generator."""
-    return torch.randn(3) * std
+def draw_alpha(std: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One draw of α (3,), αᵢ ~ N(0, std), from `generator` (torch's global one when None)."""
+    return torch.randn(3, generator=generator) * std
 
 
 def lighting_shift(

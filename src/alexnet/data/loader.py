@@ -141,6 +141,23 @@ def default_workers() -> int:
     return max(1, (cores or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
+def epoch_sampler(
+    size: int, batch_size: int, train: bool, seed: int, *, epoch: int = 0, rank: int = 0,
+    world: int = 1,
+) -> EpochSampler:  # fmt: skip
+    """The sampler `make_loader` gives its loader, for `size` items (see its arguments)."""
+    return EpochSampler(
+        size,
+        shuffle=train,
+        seed=seed,
+        epoch=epoch,
+        batch_size=batch_size,
+        drop_last=train and size > batch_size,
+        rank=rank,
+        world=world,
+    )
+
+
 def make_loader(
     dataset: Dataset,
     batch_size: int,
@@ -165,20 +182,12 @@ def make_loader(
     `loader.sampler.set_epoch(e, skip_steps=k)` chooses epoch e without its first k batches.
     """
     workers = default_workers() if workers < 0 else workers
-    sampler = EpochSampler(
-        len(dataset),
-        shuffle=train,
-        seed=seed,
-        epoch=epoch,
-        batch_size=batch_size,
-        drop_last=train and len(dataset) > batch_size,
-        rank=rank,
-        world=world,
-    )
     return DataLoader(
         SeededItems(dataset, seed),
         batch_size=max(1, batch_size // world),
-        sampler=sampler,
+        sampler=epoch_sampler(
+            len(dataset), batch_size, train, seed, epoch=epoch, rank=rank, world=world
+        ),
         num_workers=workers,
         collate_fn=collate,
         pin_memory=torch.device(device).type == "cuda",

@@ -11,16 +11,20 @@ the mean image are the same pixels (batches.py).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
-def draw_window(image_size: int, crop_size: int, flip: bool) -> tuple[int, int, bool]:
+def draw_window(
+    image_size: int, crop_size: int, flip: bool, generator: torch.Generator | None = None
+) -> tuple[int, int, bool]:
     """A random (top, left, flipped) window: every position equally likely, mirrored with
-    probability 1/2 when `flip`. Draws nothing for a coordinate with one possible value."""
+    probability 1/2 when `flip`. Draws nothing for a coordinate with one possible value.
+    generator: torch's global one when None."""
     room = image_size - crop_size
-    top = int(torch.randint(0, room + 1, size=())) if room else 0
-    left = int(torch.randint(0, room + 1, size=())) if room else 0
-    flipped = flip and bool(torch.rand(()) < 0.5)
+    top = int(torch.randint(0, room + 1, size=(), generator=generator)) if room else 0
+    left = int(torch.randint(0, room + 1, size=(), generator=generator)) if room else 0
+    flipped = flip and bool(torch.rand((), generator=generator) < 0.5)
     return top, left, flipped
 
 
@@ -45,11 +49,20 @@ def distinct_ten_crops(image_size: int, crop_size: int) -> int:
     return len(torch.unique(eval_windows(image_size, crop_size, ten_crop=True), dim=0))
 
 
-def cut_window(pixels: torch.Tensor, window, crop_size: int) -> torch.Tensor:
-    """(C, S, S) -> (C, crop, crop): the window's pixels, mirrored if it says so."""
+def cut_window(
+    pixels: torch.Tensor, window, crop_size: int, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(C, S, S) -> (C, crop, crop): the window's pixels, mirrored if it says so.
+
+    out: a CPU tensor the crop is copied into, mirrored on the way (one copy, by numpy, which
+    releases the GIL), and returned; without it, a view or a mirrored copy."""
     top, left, flipped = (int(value) for value in window)
     crop = pixels[..., top : top + crop_size, left : left + crop_size]
-    return crop.flip(-1) if flipped else crop
+    if out is None:
+        return crop.flip(-1) if flipped else crop
+    crop = crop.numpy()
+    np.copyto(out.numpy(), crop[..., ::-1] if flipped else crop)
+    return out
 
 
 def cut_windows(
