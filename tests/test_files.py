@@ -61,7 +61,7 @@ def test_a_failed_flush_is_raised_by_wait_and_leaves_no_temporary(tmp_path, monk
     writer.wait()  # raised once
 
 
-def test_a_ctrl_c_during_wait_is_raised_once_the_file_is_in_place(tmp_path, monkeypatch):
+def test_a_ctrl_c_during_wait_is_raised_once_the_file_is_in_place(tmp_path, monkeypatch, request):
     """fit releases the run folder's lock after wait(): a second Ctrl-C there must not let the
     lock go while the flush thread is still renaming last.pt."""
     path = tmp_path / "last.pt"
@@ -75,6 +75,8 @@ def test_a_ctrl_c_during_wait_is_raised_once_the_file_is_in_place(tmp_path, monk
     monkeypatch.setattr(alexnet.files.os, "fsync", slow_fsync)
     writer = FlushedInBackground()
     writer.write(path, lambda file: file.write(b"new"))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises
+    request.addfinalizer(lambda: signal.signal(signal.SIGINT, previous))
     main = threading.main_thread().ident
     threading.Timer(0.2, signal.pthread_kill, args=(main, signal.SIGINT)).start()  # in wait()
     threading.Timer(0.6, release.set).start()  # the flush ends later

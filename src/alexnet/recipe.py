@@ -179,7 +179,7 @@ def _digits() -> Recipe:
     # 3.33, oc5w11p01)
     recipe.optim.lr = 0.007  # 0.01 after 4 epochs: 3.61 for seed 0 (oc4b32p01); 0.005 after
     # 3: 5.56 / 5.28 / 4.72 (oc3b32p005); 0.02 at batch 64 never settled (11%)
-    recipe.schedule.warmup_epochs = 1  # at full ε from step 1 the loss rose from 4.6 to 7.8 and
+    recipe.schedule.warmup_epochs = 1.0  # at full ε from step 1 the loss rose from 4.6 to 7.8 and
     # the net sat at chance for an epoch: seed 1 ended epoch 1 at 87.8%, with the warm-up 26.1%
     recipe.schedule.shape = "linear"  # ε falls to 0 over the run: at a constant ε (no plateau
     # in 5 epochs) the error wandered between 2.8 and 6.9% from epoch to epoch
