@@ -138,14 +138,14 @@ def start_run(
         ),
     )
     run.steps_per_epoch = len(run.train_batches)
-    warmup = round(recipe.schedule.warmup_epochs * run.steps_per_epoch)
-    if recipe.schedule.warmup_epochs and not warmup:
-        warmup = 1
-    if warmup or recipe.schedule.shape == "linear":
-        total = recipe.schedule.epochs * run.steps_per_epoch
-        run.rate = StepRate(
-            optimizer, recipe.optim.lr, warmup, total if recipe.schedule.shape == "linear" else None
-        )
+    schedule = recipe.schedule
+    warmup = (
+        max(1, round(schedule.warmup_epochs * run.steps_per_epoch)) if schedule.warmup_epochs else 0
+    )
+    linear = schedule.shape == "linear"
+    if warmup or linear:
+        total = schedule.epochs * run.steps_per_epoch if linear else None
+        run.rate = StepRate(optimizer, recipe.optim.lr, warmup, total)
     if saved is not None:
         restore(run, saved)
     if placement.ranks.is_main:
