@@ -98,8 +98,12 @@ class TowerConv2d(nn.Conv2d):
 
     split: bool | None = None
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, padding: int):
-        super().__init__(in_channels, out_channels, kernel_size, padding=padding, groups=2)
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, padding: int, device=None
+    ):
+        super().__init__(
+            in_channels, out_channels, kernel_size, padding=padding, groups=2, device=device
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         split = x.is_cuda if self.split is None else self.split
@@ -128,7 +132,10 @@ class AlexNet(nn.Module):
         overlapping_pool: bool = True,
         dropout: float = 0.5,
         init: Literal["paper", "kaiming"] = "paper",
+        device: torch.device | str | None = None,
     ) -> None:
+        """`device="meta"` builds the layers without memory or init, for weights about to be
+        assigned (checkpoint.build_model)."""
         super().__init__()
         if variant not in _CONV_CHANNELS:
             raise ValueError(f"unknown variant {variant!r}; use one of {', '.join(_CONV_CHANNELS)}")
@@ -151,22 +158,22 @@ class AlexNet(nn.Module):
 
         def tower_conv(in_channels: int, out_channels: int, size: int) -> nn.Conv2d:
             if towers == 2:
-                return TowerConv2d(in_channels, out_channels, size, padding=size // 2)
-            return nn.Conv2d(in_channels, out_channels, size, padding=size // 2)
+                return TowerConv2d(in_channels, out_channels, size, size // 2, device=device)
+            return nn.Conv2d(in_channels, out_channels, size, padding=size // 2, device=device)
 
         c1, c2, c3, c4, c5 = _CONV_CHANNELS[variant]
         self.features = nn.Sequential(
-            nn.Conv2d(3, c1, 11, stride=4, padding=2), act(), *norm(), pool(),  # (B,96,27,27)
+            nn.Conv2d(3, c1, 11, stride=4, padding=2, device=device), act(), *norm(), pool(),
             tower_conv(c1, c2, 5), act(), *norm(), pool(),  # (B,256,13,13)
-            nn.Conv2d(c2, c3, 3, padding=1), act(),  # (B,384,13,13), reads both towers
+            nn.Conv2d(c2, c3, 3, padding=1, device=device), act(),  # (B,384,13,13), both towers
             tower_conv(c3, c4, 3), act(),  # (B,384,13,13)
             tower_conv(c4, c5, 3), act(), pool(),  # (B,256,6,6)
         )  # fmt: skip
         self.avgpool = nn.AdaptiveAvgPool2d((6, 6))  # identity at 224 px input
         fc6, fc7, fc8 = (
-            nn.Linear(c5 * 36, 4096),
-            nn.Linear(4096, 4096),
-            nn.Linear(4096, num_classes),
+            nn.Linear(c5 * 36, 4096, device=device),
+            nn.Linear(4096, 4096, device=device),
+            nn.Linear(4096, num_classes, device=device),
         )
         if variant == "owt":  # torchvision's order: dropout on the inputs of fc6 and fc7
             head = [nn.Dropout(dropout), fc6, act(), nn.Dropout(dropout), fc7, act(), fc8]
@@ -175,7 +182,8 @@ class AlexNet(nn.Module):
         self.classifier = nn.Sequential(*head)
         self._fc7_end = head.index(fc7) + 2  # up to and including fc7's activation
         self.min_input_size = _smallest_input(self)
-        self.reset_parameters(init)
+        if device is None or torch.device(device).type != "meta":
+            self.reset_parameters(init)
 
     def learned_layers(self) -> dict[str, nn.Conv2d | nn.Linear]:
         """The eight learned layers by the paper's names: conv1..conv5, fc6..fc8."""

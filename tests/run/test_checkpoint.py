@@ -47,6 +47,29 @@ def test_round_trip_rebuilds_the_same_network(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
 
 
+def test_a_network_built_from_a_checkpoint_draws_no_init_and_trains(tmp_path):
+    state = minimal_state()
+    checkpoint.save_atomically(state, tmp_path / "last.pt")
+    loaded = checkpoint.load(tmp_path / "last.pt")  # its tensors mapped from the file
+    torch.manual_seed(0)
+    model = checkpoint.build_model(loaded)
+    drawn_after = torch.rand(4)
+    torch.manual_seed(0)
+    assert torch.equal(drawn_after, torch.rand(4))  # building drew nothing: no init
+    fc8 = model.learned_layers()["fc8"]
+    with torch.no_grad():
+        fc8.weight.add_(1.0)  # a private mapping: the file stays as written
+    assert torch.equal(checkpoint.load(tmp_path / "last.pt")["model"]["classifier.6.weight"],
+                       state["model"]["classifier.6.weight"])  # fmt: skip
+
+
+def test_a_checkpoint_of_the_legacy_format_still_loads(tmp_path):
+    state = minimal_state()  # written by torch.save before zip files: it cannot be mapped
+    torch.save(state, tmp_path / "old.pt", _use_new_zipfile_serialization=False)
+    model = checkpoint.build_model(checkpoint.load(tmp_path / "old.pt"))
+    assert torch.equal(model.learned_layers()["fc8"].weight, state["model"]["classifier.6.weight"])
+
+
 def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
     path = tmp_path / "last.pt"
     checkpoint.save_atomically({**minimal_state(), "marker": 1}, path)

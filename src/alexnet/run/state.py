@@ -197,7 +197,7 @@ def save_checkpoint(run: Run, epoch: int, *, step=0, partial=None, val=None, imp
         state["finished"] = finished
     last, best = run.run_dir / "last.pt", run.run_dir / "best.pt"
     run.saves.write(  # flushed to disk while the next epoch trains; fit() waits at the end
-        last, lambda file: torch.save(state, file),
+        last, lambda file: checkpoint.save(state, file),
         then=(lambda: checkpoint.link_atomically(last, best)) if improved else None,
     )  # fmt: skip
 
