@@ -95,3 +95,16 @@ def test_figure_1_and_4_are_written(tmp_path):
                         tmp_path / "fig1.png")  # fmt: skip
     for name in ("top5.png", "neighbours.png", "fig1.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_neighbour_images_are_fitted_to_their_cell_keeping_shape_and_pixels():
+    import numpy as np
+
+    from alexnet.analysis.plots import _fitted
+
+    checker = np.kron(np.indices((8, 8)).sum(axis=0) % 2, np.ones((1, 1))).astype(np.uint8) * 255
+    fitted = _fitted(checker, 128)  # grey 8×8, blown up: every pixel a 16×16 block, RGB
+    assert fitted.shape == (128, 128, 3)
+    np.testing.assert_array_equal(fitted[:, :, 0], np.kron(checker, np.ones((16, 16))))
+    wide = np.zeros((300, 600, 3), dtype=np.uint8)  # larger than the cell: filtered down
+    assert _fitted(wide, 128).shape == (64, 128, 3)

@@ -14,6 +14,7 @@ import matplotlib
 matplotlib.use("Agg")  # before pyplot: never a window
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
 
 from alexnet.run.epoch_plots import save_png  # noqa: E402
 
@@ -64,25 +65,46 @@ class Neighbours(NamedTuple):
     distances: list[float]
 
 
-def plot_neighbours(rows: Sequence[Neighbours], path: Path) -> None:
+def plot_neighbours(rows: Sequence[Neighbours], path: Path, cell: int = 128) -> None:
     """Figure 4 (right): one row per query: the query, then the training images whose fc7
-    vectors are nearest in Euclidean distance, with their class and distance."""
+    vectors are nearest in Euclidean distance, with their class and distance.
+
+    The images are laid out in one picture (each fitted into a `cell`-pixel square) drawn on
+    one axis: 42 axes of one image each took 1.2 s to draw here, this 0.2 s."""
+    band, margin = 22, 4  # pixels above each image for its caption; around each image
     columns = 1 + max(len(row.images) for row in rows)
-    figure, axes = plt.subplots(
-        len(rows), columns, figsize=(1.5 * columns, 1.7 * len(rows)), squeeze=False
-    )
-    for axis_row, row in zip(axes, rows, strict=True):
-        axis_row[0].imshow(row.query, interpolation="nearest")
-        axis_row[0].set_title(f"query: {row.query_class}", fontsize=8, color="tab:red")
-        for axis, image, name, distance in zip(
-            axis_row[1:], row.images, row.classes, row.distances, strict=False
-        ):
-            axis.imshow(image, interpolation="nearest")
-            axis.set_title(f"{name}  d={distance:.3g}", fontsize=7)
-        for axis in axis_row:
-            axis.set_axis_off()
-    figure.suptitle("Query (left) and its nearest training images by fc7 distance", fontsize=10)
+    pitch_x, pitch_y = cell + 2 * margin, cell + band + margin
+    canvas = np.full((len(rows) * pitch_y, columns * pitch_x, 3), 255, dtype=np.uint8)
+    captions = []
+    for r, row in enumerate(rows):
+        cells = [(row.query, f"query: {row.query_class}", "tab:red")]
+        cells += [
+            (image, f"{name}  d={distance:.3g}", "black")
+            for image, name, distance in zip(row.images, row.classes, row.distances, strict=False)
+        ]
+        for c, (image, caption, colour) in enumerate(cells):
+            fitted = _fitted(image, cell)
+            top, left = r * pitch_y + band, c * pitch_x + margin
+            y, x = top + (cell - fitted.shape[0]) // 2, left + (cell - fitted.shape[1]) // 2
+            canvas[y : y + fitted.shape[0], x : x + fitted.shape[1]] = fitted
+            captions.append((left + cell / 2, top - 4, caption, colour))
+    dpi = 110  # save_png's: one canvas pixel per pixel of the PNG
+    figure, axis = plt.subplots(figsize=(canvas.shape[1] / dpi, canvas.shape[0] / dpi))
+    axis.imshow(canvas, interpolation="nearest")
+    axis.set_axis_off()
+    for x, y, caption, colour in captions:
+        axis.text(x, y, caption, ha="center", va="bottom", fontsize=7, color=colour)
+    axis.set_title("Query (left) and its nearest training images by fc7 distance", fontsize=10)
     save_png(figure, path)
+
+
+def _fitted(image: np.ndarray, size: int) -> np.ndarray:
+    """`image` (H, W[, 3]) scaled to fit a `size` square, as (h, w, 3) uint8: small images
+    blown up pixel by pixel (an 8×8 digit stays sharp), large ones filtered down."""
+    picture = Image.fromarray(np.asarray(image)).convert("RGB")
+    upscale = max(picture.size) <= size
+    resample = Image.Resampling.NEAREST if upscale else Image.Resampling.LANCZOS
+    return np.asarray(ImageOps.contain(picture, (size, size), resample))
 
 
 def plot_training_error(
