@@ -55,10 +55,12 @@ def _written_beside(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     return Path(temporary)
 
 
-def _flush_and_rename(temporary: Path, path: Path) -> None:
+def _flush_and_rename(temporary: Path, path: Path, *, keep_cached: bool = True) -> None:
     descriptor = os.open(temporary, os.O_RDONLY)
     try:
         os.fsync(descriptor)  # the data on disk before the name points at it
+        if not keep_cached and hasattr(os, "posix_fadvise"):  # its pages free for the next write
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(descriptor)
     os.replace(temporary, path)
@@ -73,6 +75,11 @@ class FlushedInBackground:
     done the old file stays in place, so a kill then loses only the newest write. The next
     `write` and `wait()` wait for it and raise what it raised; the thread is not a daemon, so
     the interpreter waits for it too before exiting.
+
+    `keep_cached=False` hands the file's pages back to the system once they are on disk: the
+    next write of the same size then reuses them. Writing a checkpoint into pages the system
+    had to find afresh took 0.6-1.1 s here, into pages just handed back 0.15-0.4 s; reading it
+    back from disk later costs about 1 s per 456 MB.
     """
 
     def __init__(self) -> None:
@@ -85,6 +92,8 @@ class FlushedInBackground:
         path: Path | str,
         write: Callable[[BinaryIO], object],
         then: Callable[[], object] | None = None,
+        *,
+        keep_cached: bool = True,
     ) -> None:
         self.wait()
         path = Path(path)
@@ -94,7 +103,7 @@ class FlushedInBackground:
 
         def finish() -> None:
             try:
-                _flush_and_rename(temporary, path)
+                _flush_and_rename(temporary, path, keep_cached=keep_cached)
                 if then is not None:
                     then()
             except BaseException as error:  # raised again by wait(), in the caller's thread

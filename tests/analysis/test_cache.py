@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from alexnet.analysis.cache import data_stamp, keep_page, report_checkpoint, saved_page
+from alexnet.analysis.cache import data_stamp, keep_page, saved_page
+from alexnet.run.checkpoint_file import checkpoint_file
 
 OPTIONS = {"samples": 8, "indices": None, "ten_crop": True, "device": "auto"}
 
@@ -75,9 +76,11 @@ def test_an_image_removed_from_the_data_finds_no_page(kept):
 
 def test_a_run_folder_without_best_reports_last(tmp_path):
     (tmp_path / "last.pt").write_bytes(b"")
-    assert report_checkpoint(tmp_path) == tmp_path / "last.pt"
+    assert checkpoint_file(tmp_path, prefer="best.pt") == tmp_path / "last.pt"
     (tmp_path / "best.pt").write_bytes(b"")
-    assert report_checkpoint(tmp_path) == tmp_path / "best.pt"
+    assert checkpoint_file(tmp_path, prefer="best.pt") == tmp_path / "best.pt"
+    assert checkpoint_file(tmp_path) == tmp_path / "last.pt"
+    assert checkpoint_file(tmp_path / "best.pt") == tmp_path / "best.pt"
 
 
 def test_data_too_large_to_stamp_is_not_stamped(tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet.files import write_atomically, write_text_atomically
+from alexnet.run.checkpoint_file import checkpoint_file
 
 FOLDER = "cache"
 VERSION = 1  # raised when what is cached is computed or drawn differently: old files are not read
@@ -61,15 +62,6 @@ def cached_file(path: Path, make: Callable[[Path], None], copy_to: Path) -> None
     write_atomically(copy_to, lambda file: file.write(data))
 
 
-def report_checkpoint(target: Path) -> Path:
-    """The checkpoint a report of `target` reads: the file itself, or a run folder's best.pt
-    (its last.pt when there is none), as `checkpoint.load(target, prefer="best.pt")` chooses."""
-    target = Path(target)
-    if target.is_dir():
-        return target / "best.pt" if (target / "best.pt").is_file() else target / "last.pt"
-    return target
-
-
 def page_path(checkpoint: Path, options: dict[str, Any], data_stamp: str) -> Path:
     """Where the report page of `checkpoint` made with `options` from data of `data_stamp` is
     kept; the key also changes with the run files the page shows."""
@@ -92,7 +84,7 @@ def keep_page(
 def saved_page(target: Path, options: dict[str, Any]) -> Path | None:
     """The kept page of the checkpoint `target` names, made with `options`, when neither the
     checkpoint, the run files the page shows nor the data's files changed since; else None."""
-    checkpoint = report_checkpoint(target)
+    checkpoint = checkpoint_file(target, prefer="best.pt")  # as the report reads it
     try:
         record = json.loads(_data_record(checkpoint).read_text())
         paths, stamp = [Path(path) for path in record["paths"]], record["stamp"]

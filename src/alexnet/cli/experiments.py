@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from alexnet.analysis.cache import report_checkpoint, saved_page
+from alexnet.analysis.cache import saved_page
 from alexnet.cli.args import DATA_HELP, SEED, add_run_flags, positive_int
 from alexnet.files import write_text_atomically
 from alexnet.recipe import PRESETS
+from alexnet.run.checkpoint_file import checkpoint_file
 from alexnet.run.lock import lock
 
 INITS = ("kaiming", "cuda-convnet")  # Figure 1's initialisations (experiments/relu_vs_tanh.py)
@@ -25,7 +26,7 @@ def _report(args: argparse.Namespace) -> int:
     run = Path(args.run)
     page = saved_page(run, options)
     if page is not None:
-        path = report_checkpoint(run).parent / "report.html"
+        path = checkpoint_file(run, prefer="best.pt").parent / "report.html"
         with lock(path.parent):
             write_text_atomically(path, page.read_text())
         print(f"written: {path} (copied from {page}: checkpoint, run files and data unchanged)")

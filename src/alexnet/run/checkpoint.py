@@ -25,6 +25,7 @@ from alexnet.errors import UserError
 from alexnet.files import write_atomically
 from alexnet.model import AlexNet
 from alexnet.recipe import Recipe, RecipeError
+from alexnet.run.checkpoint_file import checkpoint_file
 
 
 class CheckpointError(UserError):
@@ -68,12 +69,9 @@ REQUIRED_KEYS = ("model", "recipe", "classes", "epoch", "data_stats")
 def load(path: Path | str, *, prefer: str = "last.pt") -> dict[str, Any]:
     """Read a checkpoint file without unpickling objects; `state["path"]` says which file.
 
-    A run folder means its `prefer` checkpoint (`last.pt` to resume, `best.pt` to evaluate),
-    or `last.pt` when that one is missing.
+    A run folder means its `prefer` checkpoint, or its `last.pt` (checkpoint_file.py).
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / prefer if (path / prefer).is_file() else path / "last.pt"
+    path = checkpoint_file(path, prefer)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
     with warnings.catch_warnings():  # torch's advice to unpickle anyway is not for our users
