@@ -44,6 +44,22 @@ def test_a_second_write_waits_for_the_first(tmp_path):
     assert (tmp_path / "f").read_bytes() == b"three"
 
 
+def test_a_file_not_kept_cached_is_dropped_from_the_cache_only_once_on_disk(tmp_path, monkeypatch):
+    calls = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(
+        alexnet.files.os, "fsync", lambda fd: calls.append("fsync") or real_fsync(fd)
+    )
+    monkeypatch.setattr(alexnet.files.os, "posix_fadvise",
+                        lambda fd, offset, length, advice: calls.append(advice))  # fmt: skip
+    writer = FlushedInBackground()
+    writer.write(tmp_path / "kept", lambda file: file.write(b"a"))
+    writer.write(tmp_path / "dropped", lambda file: file.write(b"b"), keep_cached=False)
+    writer.wait()
+    assert calls == ["fsync", "fsync", os.POSIX_FADV_DONTNEED]
+    assert (tmp_path / "dropped").read_bytes() == b"b"
+
+
 def test_a_failed_flush_is_raised_by_wait_and_leaves_no_temporary(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
     path.write_bytes(b"old")

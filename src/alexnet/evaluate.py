@@ -19,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from alexnet.data import DataError, DataStats, make_batches, open_splits
+from alexnet.data.batches import forward_batch_size
 from alexnet.data.windows import distinct_ten_crops
 from alexnet.placement import Placement
 from alexnet.recipe import DataRecipe
@@ -181,7 +182,7 @@ def evaluate_checkpoint(
     placement = Placement.for_run(recipe.run, device)
     model = placement.model(checkpoint.build_model(state))
     stats = DataStats.from_state_dict(state["data_stats"])
-    batch_size = batch_size or recipe.optim.batch_size
+    batch_size = batch_size or forward_batch_size(recipe.optim.batch_size)
     loader = make_batches(
         splits.val,
         recipe.data,

@@ -30,7 +30,7 @@ import torch
 from tqdm import tqdm
 
 from alexnet.data import DataStats, FileSource, ImageSource, make_batches
-from alexnet.data.batches import preprocess
+from alexnet.data.batches import forward_batch_size, preprocess
 from alexnet.data.dataset import FileEntry
 from alexnet.data.given import GivenImages, ImageLike
 from alexnet.evaluate import class_probabilities, images_per_batch
@@ -56,7 +56,7 @@ def load(
     .safetensors file that `alexnet export` wrote.
 
     device: auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N. batch_size: images
-    per forward pass (default: the batch size the network was trained with).
+    per forward pass (default: 4× the batch it was trained with, evaluate.forward_batch_size).
     """
     return TrainedNetwork(read_saved_network(Path(path)), device=device, batch_size=batch_size)
 
@@ -90,7 +90,7 @@ class TrainedNetwork:
         self.gpu_decode = recipe.run.gpu_decode  # off: the recipe's workaround for vision#9606
         self.placement = Placement.for_run(recipe.run, device)
         self.model = self.placement.model(checkpoint.build_model(state)).eval()  # no dropout
-        self.batch_size = batch_size or recipe.optim.batch_size
+        self.batch_size = batch_size or forward_batch_size(recipe.optim.batch_size)
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 

@@ -209,7 +209,7 @@ from alexnet.files import FlushedInBackground, write_atomically
 saves = []
 real_write = FlushedInBackground.write
 
-def dying_write(self, path, write, then=None):
+def dying_write(self, path, write, then=None, **options):
     self.wait()  # epoch 1's checkpoint in place first, as the real write does
     saves.append(path)
     if len(saves) == 2:  # last.pt after epoch 2: half of it written, then kill -9
@@ -218,7 +218,7 @@ def dying_write(self, path, write, then=None):
             file.flush()
             os.kill(os.getpid(), signal.SIGKILL)
         write_atomically(path, half)
-    real_write(self, path, write, then)
+    real_write(self, path, write, then, **options)
 
 FlushedInBackground.write = dying_write
 sys.exit(main(sys.argv[1:]))

@@ -189,6 +189,14 @@ def decodes_on_device(
     )
 
 
+def forward_batch_size(training_batch: int) -> int:
+    """Images per forward pass where no gradient is kept (validation, eval, predict, fc7
+    features): 4× the training batch. It fits where training did, which also held every
+    activation for the backward pass; at 64 px on 2 CPU cores the net ran forward at 1,111
+    img/s at 128 against 823 at 32."""
+    return 4 * training_batch
+
+
 def make_batches(
     source: ImageSource,
     recipe: DataRecipe,

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from alexnet.data import DataStats, Splits, compute_stats, make_batches
-from alexnet.data.batches import DeviceBatches
+from alexnet.data.batches import DeviceBatches, forward_batch_size
 from alexnet.data.stats import stats_cache_dir
 from alexnet.errors import TrainingDiverged
 from alexnet.files import FlushedInBackground, write_text_atomically
@@ -134,7 +134,12 @@ def start_run(
             splits.train, recipe.data, stats, batch_size, train=True, **loader_options
         ),
         val_batches=make_batches(
-            splits.val, recipe.data, stats, batch_size, train=False, **loader_options
+            splits.val,
+            recipe.data,
+            stats,
+            forward_batch_size(batch_size),
+            train=False,
+            **loader_options,
         ),
     )
     run.steps_per_epoch = len(run.train_batches)
