@@ -183,8 +183,10 @@ def _digits() -> Recipe:
     # the net sat at chance for an epoch: seed 1 ended epoch 1 at 87.8%, with the warm-up 26.1%
     recipe.schedule.shape = "linear"  # ε falls to 0 over the run: at a constant ε (no plateau
     # in 5 epochs) the error wandered between 2.8 and 6.9% from epoch to epoch
-    recipe.schedule.epochs = 5  # 1.67 / 1.11 / 1.67 (run real-e5), ~14 s each with validation,
-    # checkpoint and figures; 4 epochs: 2.50 / 3.06 / 2.50 (real-w1), no margin
+    recipe.schedule.epochs = 5  # 1.67 / 1.11 / 1.67 (run real-e5; on a later day's machine
+    # 1.67 / 1.94 / 1.39, run cur), 8-14 s each with validation, checkpoint and figures. No
+    # margin in 4: 2.50 / 3.06 / 2.50 (real-w1); at ε 0.009 2.22 / 3.06 / 1.94 (b32e4lr9); at
+    # batch 24 2.22 / 2.50 / 2.50 (b24e4)
     recipe.run.workers = 0  # digits decode from memory: worker processes would take the 2 cores
     return recipe
 
