@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from alexnet.data import DataError, DataStats, make_batches, open_splits
 from alexnet.data.batches import forward_batch_size
-from alexnet.data.windows import distinct_ten_crops
+from alexnet.data.windows import TenCropViews, distinct_ten_crops, ten_crop_views
 from alexnet.placement import Placement
 from alexnet.recipe import DataRecipe
 from alexnet.run import checkpoint
@@ -41,7 +41,7 @@ def average_ten_crop(logits: torch.Tensor, counts: torch.Tensor | None = None) -
     """§4.1: logits (B*10, C) or (B, 10, C) -> (B, C), the mean of the ten softmax outputs.
 
     counts (V,): the logits are of V distinct views, view v standing for counts[v] of the ten
-    (`distinct_views`); the mean is then weighted by them."""
+    (windows.ten_crop_views); the mean is then weighted by them."""
     counts = torch.ones(10) if counts is None else counts
     probabilities = logits.reshape(-1, len(counts), logits.shape[-1]).softmax(dim=-1)  # (B, V, C)
     weights = counts.to(probabilities.device, probabilities.dtype)[None, :, None] / 10
@@ -60,48 +60,33 @@ def images_per_batch(batch_size: int, ten_crop: bool, recipe: DataRecipe) -> int
 
 
 def class_probabilities(
-    model: nn.Module, images: torch.Tensor, placement: Placement
+    model: nn.Module,
+    images: torch.Tensor,
+    placement: Placement,
+    views: TenCropViews | None = None,
 ) -> torch.Tensor:
     """Softmax outputs (B, C) of (B, 3, H, W) images, or of (B, 10, 3, H, W) ten crops averaged
-    (§4.1); the images go to the placement's device, the result stays there."""
+    (§4.1), whose distinct `views` the caller knows from the sizes (windows.ten_crop_views); the
+    images go to the placement's device, the result stays there."""
     if images.dim() == 4:
         with placement.autocast():
             return model(placement.images(images)).float().softmax(dim=1)
-    return ten_crop_probabilities(model, images, placement)[0]
+    return ten_crop_probabilities(model, images, placement, views)[0]
 
 
 def ten_crop_probabilities(
-    model: nn.Module, crops: torch.Tensor, placement: Placement
+    model: nn.Module, crops: torch.Tensor, placement: Placement, views: TenCropViews | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, C) softmax outputs of (B, 10, 3, H, W) ten crops: averaged over the ten (§4.1), and
-    of the centre crop alone (view CENTRE_VIEW), from the same forward pass."""
-    views, counts, slots = distinct_views(crops)  # an image the size of the crop: 2 views
-    flat = crops[:, views].flatten(0, 1)  # (B·V, 3, H, W)
+    of the centre crop alone (view CENTRE_VIEW), from one forward pass of the distinct views."""
+    if views is None:
+        raise ValueError("ten crops need their views: windows.ten_crop_views(image, crop size)")
+    flat = crops[:, views.kept].flatten(0, 1)  # (B·V, 3, H, W)
     with placement.autocast():
         logits = model(placement.images(flat)).float()
-    centre = logits.view(len(crops), len(views), -1)[:, slots[CENTRE_VIEW]].softmax(dim=1)
-    return average_ten_crop(logits, counts), centre
-
-
-def distinct_views(crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """The views of (B, 10, 3, H, W) crops that differ somewhere in the batch, how many of the
-    ten each stands for, and which of them each of the ten is: when the image is the crop's size
-    (digits at 64 px) the five windows of §4.1 coincide, and the net need only see the centre
-    and its mirror image."""
-    kept: list[int] = []
-    counts: list[int] = []
-    slots: list[int] = []
-    for view in range(crops.shape[1]):
-        for slot, earlier in enumerate(kept):
-            if torch.equal(crops[:, earlier], crops[:, view]):
-                counts[slot] += 1
-                slots.append(slot)
-                break
-        else:
-            slots.append(len(kept))
-            kept.append(view)
-            counts.append(1)
-    return torch.tensor(kept), torch.tensor(counts), slots
+    per_image = logits.view(len(crops), len(views.kept), -1)
+    centre = per_image[:, views.slots[CENTRE_VIEW]].softmax(dim=1)
+    return average_ten_crop(logits, torch.tensor(views.counts)), centre
 
 
 class _Sums:
@@ -136,10 +121,12 @@ def evaluate(
     *,
     progress: bool = False,
     description: str = "eval",
+    views: TenCropViews | None = None,
 ) -> dict[str, dict[str, float | int]]:
     """Mean loss and top-1/top-5 error (fractions) over `(images, labels, skipped)` batches,
-    per view: "centre crop"; for ten-crop batches also "ten crops", the centre crop's figures
-    then coming from its view among the ten (§4.1), with no forward pass of its own."""
+    per view: "centre crop"; for ten-crop batches (whose distinct `views` are needed) also "ten
+    crops", the centre crop's figures then coming from its view among the ten (§4.1), with no
+    forward pass of its own."""
     model.eval()
     sums: dict[str, _Sums] = {}
     images, skipped = 0, 0
@@ -149,11 +136,11 @@ def evaluate(
             continue
         labels = labels.to(placement.device, non_blocking=True)
         if batch.dim() == 5:
-            mean, centre = ten_crop_probabilities(model, batch, placement)
-            views = [("ten crops", mean), ("centre crop", centre)]
+            mean, centre = ten_crop_probabilities(model, batch, placement, views)
+            figures = [("ten crops", mean), ("centre crop", centre)]
         else:
-            views = [("centre crop", class_probabilities(model, batch, placement))]
-        for name, probabilities in views:
+            figures = [("centre crop", class_probabilities(model, batch, placement))]
+        for name, probabilities in figures:
             sums.setdefault(name, _Sums(placement.device)).add(probabilities, labels)
         images += len(labels)
     if images == 0:
@@ -196,6 +183,7 @@ def evaluate_checkpoint(
         seed=recipe.run.seed,
     )
     description = "ten crops" if ten_crop else "centre crop"
+    views = ten_crop_views(recipe.data.image_size, recipe.data.crop_size)
     return splits.description, evaluate(
-        model, loader, placement, progress=progress, description=description
+        model, loader, placement, progress=progress, description=description, views=views
     )

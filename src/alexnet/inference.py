@@ -33,6 +33,7 @@ from alexnet.data import DataStats, FileSource, ImageSource, make_batches
 from alexnet.data.batches import forward_batch_size, preprocess
 from alexnet.data.dataset import FileEntry
 from alexnet.data.given import GivenImages, ImageLike
+from alexnet.data.windows import ten_crop_views
 from alexnet.evaluate import class_probabilities, images_per_batch
 from alexnet.export import read_safetensors
 from alexnet.files import write_text_atomically
@@ -87,6 +88,7 @@ class TrainedNetwork:
         self.classes: list[str] = list(state["classes"])  # index = the network's output
         self.recipe = recipe.data  # the preprocessing the network was trained with (§2, §4.1)
         self.stats = DataStats.from_state_dict(state["data_stats"])
+        self.views = ten_crop_views(self.recipe.image_size, self.recipe.crop_size)  # §4.1
         self.gpu_decode = recipe.run.gpu_decode  # off: the recipe's workaround for vision#9606
         self.placement = Placement.for_run(recipe.run, device)
         self.model = self.placement.model(checkpoint.build_model(state)).eval()  # no dropout
@@ -188,7 +190,7 @@ class TrainedNetwork:
                     yield positions.tolist(), forward(images).cpu()
 
     def _classify(self, images: torch.Tensor) -> torch.Tensor:
-        return class_probabilities(self.model, images, self.placement)  # (B, C)
+        return class_probabilities(self.model, images, self.placement, self.views)  # (B, C)
 
     def _fc7(self, images: torch.Tensor) -> torch.Tensor:
         with self.placement.autocast():

@@ -11,6 +11,8 @@ the mean image are the same pixels (batches.py).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 
@@ -43,10 +45,37 @@ def eval_windows(image_size: int, crop_size: int, ten_crop: bool) -> torch.Tenso
     return torch.tensor([[top, left, flipped] for flipped in (0, 1) for top, left in corners])
 
 
+class TenCropViews(NamedTuple):
+    """Which of the ten windows of §4.1 differ: `kept`, the first of each distinct window;
+    `counts`, how many of the ten each kept one stands for; `slots`, for each of the ten, its
+    place among the kept ones. When the image is the crop's size the five positions coincide
+    (digits at 64 px: 2 views, the centre and its mirror), and the net need only see those."""
+
+    kept: list[int]
+    counts: list[int]
+    slots: list[int]
+
+
+def ten_crop_views(image_size: int, crop_size: int) -> TenCropViews:
+    """The distinct views among the ten windows of an image_size image (`eval_windows`)."""
+    windows = eval_windows(image_size, crop_size, ten_crop=True).tolist()
+    kept: list[int] = []
+    counts: list[int] = []
+    slots: list[int] = []
+    for view, window in enumerate(windows):
+        slot = next((s for s, earlier in enumerate(kept) if windows[earlier] == window), None)
+        if slot is None:
+            slot = len(kept)
+            kept.append(view)
+            counts.append(0)
+        counts[slot] += 1
+        slots.append(slot)
+    return TenCropViews(kept, counts, slots)
+
+
 def distinct_ten_crops(image_size: int, crop_size: int) -> int:
-    """How many of the ten windows differ: 10, or as few as 2 when the image is the crop's size
-    (its five windows coincide, and so do their mirrors)."""
-    return len(torch.unique(eval_windows(image_size, crop_size, ten_crop=True), dim=0))
+    """How many of the ten windows differ: 10, or as few as 2 (`ten_crop_views`)."""
+    return len(ten_crop_views(image_size, crop_size).kept)
 
 
 def cut_window(
