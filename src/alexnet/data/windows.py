@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numpy as np
 import torch
 
 
@@ -83,15 +82,14 @@ def cut_window(
 ) -> torch.Tensor:
     """(C, S, S) -> (C, crop, crop): the window's pixels, mirrored if it says so.
 
-    out: a CPU tensor the crop is copied into, mirrored on the way (one copy, by numpy, which
-    releases the GIL), and returned; without it, a view or a mirrored copy."""
+    out: a tensor the crop is copied into and returned (torch releases the GIL, so loader
+    threads copy in parallel); without it, a view or a mirrored copy. A mirrored 3×224×224
+    crop took 9.5 µs by torch's flip and copy, 45 µs as numpy's copy of a reversed view."""
     top, left, flipped = (int(value) for value in window)
     crop = pixels[..., top : top + crop_size, left : left + crop_size]
-    if out is None:
-        return crop.flip(-1) if flipped else crop
-    crop = crop.numpy()
-    np.copyto(out.numpy(), crop[..., ::-1] if flipped else crop)
-    return out
+    if flipped:
+        crop = crop.flip(-1)
+    return crop if out is None else out.copy_(crop)
 
 
 def cut_windows(
