@@ -99,7 +99,12 @@ class TowerConv2d(nn.Conv2d):
     split: bool | None = None
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, padding: int, device=None
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        padding: int,
+        device: torch.device | str | None = None,
     ):
         super().__init__(
             in_channels, out_channels, kernel_size, padding=padding, groups=2, device=device

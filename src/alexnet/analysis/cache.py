@@ -29,7 +29,7 @@ from alexnet.files import write_atomically, write_text_atomically
 from alexnet.run.checkpoint_file import checkpoint_file
 
 FOLDER = "cache"
-VERSION = 1  # raised when what is cached is computed or drawn differently: old files are not read
+VERSION = 2  # raised when what is cached is computed or drawn differently: old files are not read
 SHOWN_RUN_FILES = ("metrics.jsonl", "curves.png", "conv1.png")  # what a page shows of the run
 MAX_STAMPED_ENTRIES = 100_000  # data with more files is not stamped: its page is not kept
 
