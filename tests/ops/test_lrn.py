@@ -55,6 +55,27 @@ def test_other_window_sizes_and_exponents_follow_the_formula(size, beta, k):
     assert torch.allclose(gradient, expected_gradient, rtol=1e-8, atol=1e-12)
 
 
+@pytest.mark.parametrize("chunk_images", [1, 2])  # 2: a last chunk of one image
+def test_taken_a_few_images_at_a_time_values_and_gradients_are_unchanged(monkeypatch, chunk_images):
+    """The CPU kernels' chunks (ops.lrn.images_per_chunk): the formula in float64, and the very
+    bits of the whole batch in one pass."""
+    import alexnet.ops.lrn as ops
+
+    a = relu_like(5, 10, 3, 4, dtype=torch.float64, scale=80).requires_grad_()
+    upstream = torch.randn(5, 10, 3, 4, dtype=torch.float64)
+    expected, expected_gradient = formula_and_gradient(a, upstream, alpha=1e-4)
+    outputs = []
+    for images in (len(a), chunk_images):  # the whole batch, then chunks
+        monkeypatch.setattr(ops, "CHUNK_BYTES", images * a[0].numel() * 4)
+        assert ops.images_per_chunk(a) == images
+        y = LocalResponseNorm()(a)
+        (gradient,) = torch.autograd.grad((y * upstream).sum(), a)
+        outputs.append((y, gradient))
+    assert torch.allclose(outputs[1][0], expected, rtol=1e-10)
+    assert torch.allclose(outputs[1][1], expected_gradient, rtol=1e-8, atol=1e-12)
+    assert torch.equal(outputs[0][0], outputs[1][0]) and torch.equal(outputs[0][1], outputs[1][1])
+
+
 def test_channels_last_input_gives_the_same_values_and_gradients():
     a = relu_like(2, 12, 5, 5)
     upstream = torch.randn(2, 12, 5, 5)

@@ -97,10 +97,30 @@ def backward_torch(grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float
     return scale.mul_(grad_y_wide).addcmul_(x_wide, window, value=-2 * alpha * beta).to(x.dtype)
 
 
+CHUNK_BYTES = 2 << 20  # the CPU kernels' images per pass: each intermediate at most ~2 MB
+
+
+def images_per_chunk(x: Tensor) -> int:
+    """How many images the CPU kernels take at a time, so that the intermediates of their
+    passes (squares, window sums, powers: each the size of the chunk) stay in the cache between
+    passes instead of going to memory. Measured on 2 cores at batch 32, forward + backward:
+    conv1's LRN (96×55×55) 44 ms on the whole batch, 23 ms one image at a time; conv2's
+    (256×27×27) 26 ms against 15 ms. Each image's arithmetic is the same either way."""
+    return max(1, CHUNK_BYTES // (x[0].numel() * 4))
+
+
 @torch.library.custom_op("alexnet::lrn", mutates_args=())
 def lrn(x: Tensor, size: int, alpha: float, beta: float, k: float) -> tuple[Tensor, Tensor]:
     """(y, s): the normalized activations and the denominators' base s = k + α·Σx²."""
-    return forward_torch(x, size, alpha, beta, k)
+    step = images_per_chunk(x)
+    if step >= len(x):
+        return forward_torch(x, size, alpha, beta, k)
+    y, s = torch.empty_like(x), torch.empty_like(x, dtype=arithmetic_dtype(x.dtype))
+    for start in range(0, len(x), step):
+        y[start : start + step], s[start : start + step] = forward_torch(
+            x[start : start + step], size, alpha, beta, k
+        )
+    return y, s
 
 
 @torch.library.custom_op("alexnet::lrn_backward", mutates_args=())
@@ -108,7 +128,14 @@ def lrn_backward(
     grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float, beta: float
 ) -> Tensor:
     """dx from dy and the saved x and s (the closed form in the module's docstring)."""
-    return backward_torch(grad_y, x, s, size, alpha, beta)
+    step = images_per_chunk(x)
+    if step >= len(x):
+        return backward_torch(grad_y, x, s, size, alpha, beta)
+    grad_x = torch.empty_like(x)
+    for start in range(0, len(x), step):
+        part = slice(start, start + step)
+        grad_x[part] = backward_torch(grad_y[part], x[part], s[part], size, alpha, beta)
+    return grad_x
 
 
 @lrn.register_kernel("cuda")
