@@ -66,7 +66,7 @@ def test_taken_a_few_images_at_a_time_values_and_gradients_are_unchanged(monkeyp
     expected, expected_gradient = formula_and_gradient(a, upstream, alpha=1e-4)
     outputs = []
     for images in (len(a), chunk_images):  # the whole batch, then chunks
-        monkeypatch.setattr(ops, "CHUNK_BYTES", images * a[0].numel() * 4)
+        monkeypatch.setattr(ops, "CHUNK_BYTES", images * a[0].numel() * 8)  # float64
         assert ops.images_per_chunk(a) == images
         y = LocalResponseNorm()(a)
         (gradient,) = torch.autograd.grad((y * upstream).sum(), a)
