@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from alexnet.data import DataError, DataStats, make_batches, open_splits
 from alexnet.data.batches import forward_batch_size
-from alexnet.data.windows import TenCropViews, distinct_ten_crops, ten_crop_views
+from alexnet.data.windows import CENTRE_VIEW, TenCropViews, distinct_ten_crops, ten_crop_views
 from alexnet.placement import Placement
 from alexnet.recipe import DataRecipe
 from alexnet.run import checkpoint
@@ -46,9 +46,6 @@ def average_ten_crop(logits: torch.Tensor, counts: torch.Tensor | None = None) -
     probabilities = logits.reshape(-1, len(counts), logits.shape[-1]).softmax(dim=-1)  # (B, V, C)
     weights = counts.to(probabilities.device, probabilities.dtype)[None, :, None] / 10
     return (probabilities * weights).sum(dim=1)
-
-
-CENTRE_VIEW = 4  # the centre window's place among the ten (data/windows.py eval_windows)
 
 
 def images_per_batch(batch_size: int, ten_crop: bool, recipe: DataRecipe) -> int:

@@ -76,10 +76,11 @@ class FlushedInBackground:
     `write` and `wait()` wait for it and raise what it raised; the thread is not a daemon, so
     the interpreter waits for it too before exiting.
 
-    `keep_cached=False` hands the file's pages back to the system once they are on disk: the
-    next write of the same size then reuses them. Writing a checkpoint into pages the system
-    had to find afresh took 0.6-1.1 s here, into pages just handed back 0.15-0.4 s; reading it
-    back from disk later costs about 1 s per 456 MB.
+    `keep_cached=False` hands the file's pages back to the system once they are on disk, for
+    the next write of the same size to reuse. Alone, writing a checkpoint into pages the system
+    had to find afresh took 0.6-1.1 s here, into pages just handed back 0.15-0.4 s; within
+    training, where the steps allocate too, two paired 5-epoch runs saved 0.75 s in all.
+    Reading the file back from disk later costs about 1 s per 456 MB.
     """
 
     def __init__(self) -> None:

@@ -57,7 +57,7 @@ def load(
     .safetensors file that `alexnet export` wrote.
 
     device: auto (CUDA when there is one, else the CPU), cpu, cuda or cuda:N. batch_size: images
-    per forward pass (default: 4× the batch it was trained with, evaluate.forward_batch_size).
+    per forward pass (default: 4× the batch it was trained with, data.batches.forward_batch_size).
     """
     return TrainedNetwork(read_saved_network(Path(path)), device=device, batch_size=batch_size)
 

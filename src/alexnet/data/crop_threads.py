@@ -5,7 +5,7 @@ A store's item costs little: decoding a 256² JPEG, or reading raw pixels, and c
 window. torch's DataLoader spends as much again around it: each batch's 19 MB of crops
 (128 × 3 × 224²) is stacked into fresh shared memory by a worker process and faulted in again
 by the training process. Here threads cut the crops straight into buffers allocated once
-(pinned for CUDA). torchvision's JPEG decoder and numpy's copies release the GIL, so the
+(pinned for CUDA). torchvision's JPEG decoder and torch's copies release the GIL, so the
 threads decode in parallel with each other and with the training step; drawing the windows and
 α from a generator per item touches no global state.
 

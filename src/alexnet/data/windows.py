@@ -34,6 +34,9 @@ def centre_offset(image_size: int, crop_size: int) -> int:
     return int(round((image_size - crop_size) / 2.0))
 
 
+CENTRE_VIEW = 4  # the centre window's place among `eval_windows`' ten
+
+
 def eval_windows(image_size: int, crop_size: int, ten_crop: bool) -> torch.Tensor:
     """(1, 3), the centre window; or (10, 3): top-left, top-right, bottom-left, bottom-right,
     centre, then the same five mirrored (§4.1, in torchvision's five_crop order)."""
