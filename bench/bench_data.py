@@ -13,7 +13,8 @@ the batches delivered to the device, as training receives them, over whole passe
 With --data, the first line is `loader: N images/s` for that source. Without it, the script
 writes --images 500×375 JPEGs (bench_pipeline.write_jpegs) into a temporary image folder,
 prepares a store of them with `alexnet prepare`'s code (its own images/s printed), and measures
-the loader over the store (the first line) and over the image folder in turn, with their ratio.
+the loader over the store (the first line) and over the image folder, a pass of each in turn,
+with their ratio.
 On CUDA (or with --train-steps on a CPU) it then trains the paper's net from the store, or the
 given source, as `alexnet train` does (bf16, channels_last, compiled, the paper's SGD) and
 prints the end-to-end images/s.
@@ -61,17 +62,20 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def loader_rate(batches, repeats: int, device: torch.device) -> float:
-    """Images/s over whole passes: the best of `repeats` after one warm-up pass."""
-    best = float("inf")
+def loader_rates(loaders: list, repeats: int, device: torch.device) -> list[float]:
+    """Images/s of each loader over whole passes: the best of `repeats` rounds, each round one
+    pass of every loader in turn (a noisy machine slows them alike), after one warm-up round."""
+    best = [float("inf")] * len(loaders)
+    counts = [0] * len(loaders)
     for attempt in range(repeats + 1):
-        synchronize(device)
-        start = time.perf_counter()
-        count = sum(len(labels) for _, labels, _ in batches)
-        synchronize(device)
-        if attempt:
-            best = min(best, time.perf_counter() - start)
-    return count / best
+        for which, batches in enumerate(loaders):
+            synchronize(device)
+            start = time.perf_counter()
+            counts[which] = sum(len(labels) for _, labels, _ in batches)
+            synchronize(device)
+            if attempt:
+                best[which] = min(best[which], time.perf_counter() - start)
+    return [count / seconds for count, seconds in zip(counts, best, strict=True)]
 
 
 def training_rate(batches, classes: int, steps: int, device: torch.device, compile: bool):
@@ -136,22 +140,23 @@ def main() -> None:
             prepare_rate = sum(manifest["images"].values()) / (time.perf_counter() - start)
         for run, workers in enumerate(args.workers):
             batches, classes = batches_of(spec, args, device, workers)
-            rate = loader_rate(batches, args.repeats, device)
+            loaders = [batches]
+            if folder_spec is not None:  # the same JPEGs as an image folder, in the same rounds
+                loaders.append(batches_of(folder_spec, args, device, workers, cache=False)[0])
+            rates = loader_rates(loaders, args.repeats, device)
             what = f"{batches.loader.num_workers} workers"
             if run == 0:
-                print(f"loader: {rate:.0f} images/s")
+                print(f"loader: {rates[0]:.0f} images/s")
                 print(f"  ({spec}, batch {args.batch_size}, {device}, torch {torch.__version__})")
-            print(f"{what}: store {rate:.0f} images/s" if folder_spec else f"{what}: {rate:.0f}")
+            print(f"{what}: {'store ' if folder_spec else ''}{rates[0]:.0f} images/s")
             if folder_spec is not None:
-                pictures = batches_of(folder_spec, args, device, workers, cache=False)[0]
-                folder_rate = loader_rate(pictures, args.repeats, device)
                 print(
-                    f"{what}: image folder {folder_rate:.0f} images/s (the same 500×375 JPEGs); "
-                    f"ratio store / image folder {rate / folder_rate:.2f}"
+                    f"{what}: image folder {rates[1]:.0f} images/s (the same 500×375 JPEGs); "
+                    f"ratio store / image folder {rates[0] / rates[1]:.2f}"
                 )
-                del pictures  # its workers end here
+            del loaders[1:]  # the image folder's workers end here
             if run < len(args.workers) - 1:
-                del batches
+                del batches, loaders
         if folder_spec is not None:
             print(
                 f"alexnet prepare: {prepare_rate:.0f} images/s ({args.images} JPEGs to "

@@ -193,3 +193,22 @@ def test_crop_by_crop_and_whole_batch_arithmetic_give_the_same_values(source, tr
         for per_image in (True, False)
     )
     assert torch.equal(each, whole)
+
+
+@pytest.mark.parametrize("ten_crop", [False, True])
+def test_crops_keep_the_decoders_pixel_order_and_the_arithmetic_does_not_depend_on_it(
+    source, ten_crop
+):
+    """Crops are (c, c, 3) in memory, as decoders write pixels, both where loader processes
+    stack them and where threads cut a store's into reused buffers; the float images keep that
+    order, and a contiguous copy of the same crops gives the same values."""
+    recipe = DataRecipe(image_size=SIZE, crop_size=CROP, input_scale="standardised")
+    items = CropItems(source, recipe, train=not ten_crop, ten_crop=ten_crop)
+    loader = make_loader(items, 8, train=not ten_crop, workers=0, collate=collate_crops)
+    crops, _, _ = next(iter(loader))
+    assert crops.pixels.movedim(-3, -1).is_contiguous()
+    transform = BatchTransform(recipe, random_stats(), "cpu", lighting=not ten_crop)
+    images = transform(crops)
+    assert images.movedim(-3, -1).is_contiguous()
+    contiguous = crops._replace(pixels=crops.pixels.contiguous())
+    assert torch.equal(transform(contiguous), images)

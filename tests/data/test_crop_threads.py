@@ -64,6 +64,8 @@ def test_batches_equal_the_dataloaders(store, workers, train, ten_crop):
     assert len(loader) == len(expected)
     for _ in range(2):  # a second pass (persistent threads for training) gives the same
         assert_same(expected, [copied(batch) for batch in loader])
+    crops, _, _ = next(iter(loader))  # cut in the decoder's (c, c, 3) pixel order (crops.py)
+    assert crops.pixels.movedim(-3, -1).is_contiguous()
 
 
 def test_float_batches_equal_the_dataloader_paths(store):

@@ -6,7 +6,8 @@ rescaled to image_size, centre square; a prepared store's images are already), i
 drawn (windows.py: a random crop_size window mirrored with probability 1/2 for training; the
 centre, or §4.1's ten, for testing) and cut, still uint8, and its PCA lighting α is drawn
 (lighting.py), all from a generator seeded with (seed, epoch, index) (loader.py). The batch
-crosses to the device as uint8: a quarter of float32's shared memory and host-to-device traffic.
+crosses to the device as uint8, channels-last (crops.py): a quarter of float32's shared memory
+and host-to-device traffic.
 There, `BatchTransform` converts it to float (0-255), subtracts each crop's own window of the
 training set's mean image (§2), adds each image's lighting shift (§4.1) and, for input_scale
 "standardised", divides by the per-channel std of (pixel - mean image); "raw" keeps the paper's
@@ -61,7 +62,8 @@ class BatchTransform:
     On a CPU the same steps run crop by crop (per_image), so that each crop stays in cache
     between them, subtracting a view of the mean image (or of its mirror) instead of a copy:
     measured on 2 cores at batch 128 and 224 px, about a fifth of the time of whole-batch steps,
-    which are bound by memory bandwidth there. Both give the same values. The crop-by-crop steps
+    which are bound by memory bandwidth there. The images keep the crops' memory order. Both
+    give the same values. The crop-by-crop steps
     run on one thread: each is too small for torch to gain from splitting it, and on a CPU busy
     with loader workers (or other jobs) every split step waits for a second thread to be
     scheduled (measured on 2 busy cores: 20 ms a batch of 128 on one thread, 40-3000 ms on two).
@@ -82,7 +84,8 @@ class BatchTransform:
         self.per_image = self.device.type == "cpu" if per_image is None else per_image
         self.crop_size = recipe.crop_size
         self.mean_image = stats.mean_image.to(self.device)[None]  # (1, 3, S, S)
-        self.mirrored_mean = self.mean_image[0].flip(-1)  # (3, S, S)
+        self.mean_pixels = self.mean_image[0].permute(1, 2, 0).contiguous()  # (S, S, 3)
+        self.mirrored_mean_pixels = self.mean_pixels.flip(1)  # (S, S, 3)
         self.eigenvalues = stats.eigenvalues.to(self.device)  # (3,)
         self.eigenvectors = stats.eigenvectors.to(self.device)  # (3, 3)
         standardised = recipe.input_scale == "standardised"
@@ -135,20 +138,26 @@ class BatchTransform:
         return torch.stack(decoded)
 
     def _crop_by_crop(self, crops, windows, shift) -> torch.Tensor:
-        images = torch.empty(crops.shape, dtype=torch.float32, device=self.device)
+        """Each crop as (c, c, 3) pixels, the loader's memory order: every step runs along rows
+        of c·3 adjacent values, a colour's shift and std tiled along a row."""
+        images = torch.empty_like(crops, dtype=torch.float32)  # the crops' memory order
         size, crop = self.mean_image.shape[-1], self.crop_size
         crops_per_image = windows[0].numel() // 3  # 1, or 10 for ten crops
-        flat_images, flat_crops = images.view(-1, 3, crop, crop), crops.view(-1, 3, crop, crop)
+        flat_images = images.view(-1, 3, crop, crop).permute(0, 2, 3, 1)  # (N, c, c, 3)
+        flat_crops = crops.reshape(-1, 3, crop, crop).permute(0, 2, 3, 1)
+        if shift is not None:
+            shift = shift[:, None].expand(len(shift), crop, 3).contiguous()  # (B, c, 3)
+        std = None if self.channel_std is None else self.channel_std.view(1, 3).expand(crop, 3)
         for k, (top, left, flipped) in enumerate(windows.view(-1, 3).tolist()):
             if flipped:  # the mirror of window (top, left) is window (top, S - left - c) mirrored
-                mean = self.mirrored_mean[:, top : top + crop, size - left - crop : size - left]
+                mean = self.mirrored_mean_pixels[top : top + crop, size - left - crop : size - left]
             else:
-                mean = self.mean_image[0, :, top : top + crop, left : left + crop]
+                mean = self.mean_pixels[top : top + crop, left : left + crop]
             torch.sub(flat_crops[k], mean, out=flat_images[k])
             if shift is not None:
-                flat_images[k] += shift[k // crops_per_image].view(3, 1, 1)
-            if self.channel_std is not None:
-                flat_images[k] /= self.channel_std
+                flat_images[k] += shift[k // crops_per_image]
+            if std is not None:
+                flat_images[k] /= std
         return images
 
 
@@ -244,11 +253,11 @@ def preprocess(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """A few images as the net sees them, in this process: (B, 3, c, c), or (B, 10, 3, c, c)
-    with ten_crop. The same items and arithmetic as `make_batches` (a single image is a batch
-    of one); train draws each window and α from torch's global generator, as a loader worker
-    draws them from its seeded one."""
+    with ten_crop, in torch's usual (contiguous) memory order. The same items and arithmetic
+    as `make_batches` (a single image is a batch of one); train draws each window and α from
+    torch's global generator, as a loader worker draws them from its seeded one."""
     check_sizes(recipe, stats)
     items = CropItems(GivenImages(images), recipe, train=train, ten_crop=ten_crop)
     crops, _, _ = collate_crops([items[index] for index in range(len(items))])
     lighting = train and recipe.pca_lighting
-    return BatchTransform(recipe, stats, device, lighting=lighting)(crops)
+    return BatchTransform(recipe, stats, device, lighting=lighting)(crops).contiguous()

@@ -14,7 +14,7 @@ from collections import deque
 
 import torch
 
-from alexnet.data.crops import CropBatch, CropItems, no_crops
+from alexnet.data.crops import CropBatch, CropItems, channels_last_empty, no_crops
 from alexnet.data.loader import derive_seed
 
 
@@ -42,11 +42,12 @@ def fill_batch(
 
 
 class BufferRing:
-    """`count` uint8 buffers of `shape`, pinned for a CUDA device; `take` one free, `give_back`
-    it when its batch is done with, `writable` before writing into it again."""
+    """`count` uint8 buffers of `shape`, channels-last (crops.py), pinned for a CUDA device;
+    `take` one free, `give_back` it when its batch is done with, `writable` before writing into
+    it again."""
 
     def __init__(self, count: int, shape: tuple[int, ...], *, pin: bool):
-        self.buffers = [torch.empty(shape, dtype=torch.uint8, pin_memory=pin) for _ in range(count)]
+        self.buffers = [channels_last_empty(shape, torch.uint8, pin=pin) for _ in range(count)]
         self.pin = pin
         self.free = deque(range(count))
         self.copied: list[torch.cuda.Event | None] = [None] * count

@@ -5,6 +5,11 @@ window drawn (windows.py: a random crop_size window mirrored with probability 1/
 the centre, or §4.1's ten, for testing) and cut, still uint8, and its PCA lighting α drawn
 (lighting.py); loader.py seeds the draws per item from (seed, epoch, index). `collate_crops`
 makes a `CropBatch` of them; batches.py does the arithmetic on the device.
+
+Crops keep the memory order of every decoder here, torchvision's and Pillow's: (c, c, 3), a
+batch's pixels being (B, 3, c, c) channels-last (`channels_last_empty`). Cutting a decoded
+256² image into contiguous (3, c, c) crops transposed every byte: 87 µs of a store item's
+~470 µs on 2 cores, against 8 µs for the plain copy.
 """
 
 from __future__ import annotations
@@ -104,12 +109,25 @@ def collate_crops(batch: list) -> tuple[CropBatch, torch.Tensor, int]:
     if not kept:
         return no_crops(skipped)
     pixels, windows, alpha, labels = (list(column) for column in zip(*kept, strict=True))
-    # default_collate stacks into shared memory in a worker: the main process maps, not copies.
-    # JPEG bytes go end to end in one tensor: one shared segment a batch, not one an image.
+    # default_collate stacks into shared memory in a worker: the main process maps, not copies;
+    # stacked as (c, c, 3) pixels, the decoder's order. JPEG bytes go end to end in one tensor:
+    # one shared segment a batch, not one an image.
     lengths = torch.tensor([len(data) for data in pixels]) if pixels[0].dim() == 1 else None
-    stacked = torch.cat(pixels) if lengths is not None else default_collate(pixels)
+    if lengths is not None:
+        stacked = torch.cat(pixels)
+    else:
+        stacked = default_collate([crop.movedim(-3, -1) for crop in pixels]).movedim(-1, -3)
     crops = CropBatch(stacked, default_collate(windows), default_collate(alpha), lengths)
     return crops, default_collate(labels), skipped
+
+
+def channels_last_empty(
+    shape: tuple[int, ...], dtype: torch.dtype, *, pin: bool = False
+) -> torch.Tensor:
+    """An uninitialised tensor of `shape` (..., 3, c, c) whose memory is (..., c, c, 3)."""
+    *outer, channels, height, width = shape
+    memory = torch.empty((*outer, height, width, channels), dtype=dtype, pin_memory=pin)
+    return memory.movedim(-1, -3)
 
 
 def no_crops(skipped: int) -> tuple[CropBatch, torch.Tensor, int]:

@@ -86,13 +86,14 @@ def cut_window(
     """(C, S, S) -> (C, crop, crop): the window's pixels, mirrored if it says so.
 
     out: a tensor the crop is copied into and returned (torch releases the GIL, so loader
-    threads copy in parallel); without it, a view or a mirrored copy. A mirrored 3×224×224
-    crop took 9.5 µs by torch's flip and copy, 45 µs as numpy's copy of a reversed view."""
+    threads copy in parallel); without it, a view or a mirrored copy. The mirror is made in
+    (c, c, 3) order, a decoder's: from a decoded image into a channels-last `out`, a 3×224×224
+    crop took 8 µs (22 µs mirrored) on 2 cores, against 87 µs into a contiguous one."""
     top, left, flipped = (int(value) for value in window)
-    crop = pixels[..., top : top + crop_size, left : left + crop_size]
+    crop = pixels[..., top : top + crop_size, left : left + crop_size].movedim(-3, -1)
     if flipped:
-        crop = crop.flip(-1)
-    return crop if out is None else out.copy_(crop)
+        crop = crop.flip(-2)
+    return crop.movedim(-1, -3) if out is None else out.copy_(crop.movedim(-1, -3))
 
 
 def cut_windows(
