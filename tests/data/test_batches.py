@@ -11,7 +11,7 @@ from pipeline_reference import Reference, TransformedDataset, ten_crops
 from alexnet.data import ArraySource, DataStats, make_batches, make_loader, open_source
 from alexnet.data.batches import BatchTransform, CropItems, collate_crops
 from alexnet.data.prepare import Settings, prepare_store
-from alexnet.data.windows import cut_window, cut_windows, eval_windows
+from alexnet.data.windows import cut_window, cut_windows, draw_window, eval_windows
 from alexnet.recipe import DataRecipe
 
 SIZE, CROP = 12, 9
@@ -102,6 +102,26 @@ def test_the_batch_travels_as_uint8_crops(source):
     crops, labels, skipped = next(iter(batches.loader))
     assert crops.pixels.dtype == torch.uint8 and crops.pixels.shape == (8, 3, CROP, CROP)
     assert crops.windows.shape == (8, 3) and crops.alpha.shape == (8, 3)
+
+
+def test_a_drawn_window_is_uniform_and_the_stream_of_one_draw_at_a_time():
+    """Each of the 5 positions about 1/5 of the time, mirrored about 1/2 (5,000 draws, within
+    5 sigma); and the values torch's generator gives for top, left and the coin drawn one by
+    one, so a run's crops do not depend on how the draws are batched."""
+    draws = [draw_window(8, 4, True, torch.Generator().manual_seed(seed)) for seed in range(5000)]
+    tops, lefts, flips = torch.tensor(draws, dtype=torch.float64).T
+    for column in (tops, lefts):
+        counts = torch.bincount(column.long(), minlength=5).double()
+        assert ((counts - 1000).abs() < 5 * (5000 * 0.2 * 0.8) ** 0.5).all()
+    assert abs(flips.sum().item() - 2500) < 5 * (5000 * 0.25) ** 0.5
+    for seed in range(50):
+        generator = torch.Generator().manual_seed(seed)
+        one_by_one = (
+            int(torch.randint(0, 5, (), generator=generator)),
+            int(torch.randint(0, 5, (), generator=generator)),
+            bool(torch.rand((), generator=generator) < 0.5),
+        )
+        assert draw_window(8, 4, True, torch.Generator().manual_seed(seed)) == one_by_one
 
 
 def test_cut_windows_gathers_what_slicing_cuts():

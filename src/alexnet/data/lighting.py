@@ -35,7 +35,7 @@ def rgb_pca(covariance: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def draw_alpha(std: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """One draw of α (3,), αᵢ ~ N(0, std), from `generator` (torch's global one when None)."""
-    return torch.randn(3, generator=generator) * std
+    return torch.randn(3, generator=generator).mul_(std)
 
 
 def lighting_shift(
