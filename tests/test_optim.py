@@ -64,6 +64,25 @@ def test_every_parameter_follows_the_rule_and_one_without_gradient_is_left_alone
     assert torch.equal(frozen.detach(), frozen_before) and frozen not in optimizer.state
 
 
+def test_a_weight_without_gradient_keeps_its_velocity_when_the_rate_changes():
+    """At a change of ε the stepped weights' buffers are rescaled inside the fused pass; one
+    left out of that step keeps v = −ε·b all the same, and its next step follows the rule."""
+    a, b = torch.ones(3, requires_grad=True), torch.ones(2, requires_grad=True)
+    optimizer = PaperSGD([a, b], lr=0.01)
+    a.grad, b.grad = torch.full((3,), 2.0), torch.full((2,), 3.0)
+    optimizer.step()
+    velocity_b = -0.01 * optimizer.state[b]["momentum_buffer"].clone()
+    weight_b = b.detach().clone()
+    optimizer.param_groups[0]["lr"] = 0.004
+    b.grad = None
+    optimizer.step()  # b sits this one out
+    assert torch.allclose(-0.004 * optimizer.state[b]["momentum_buffer"], velocity_b, atol=1e-9)
+    b.grad = torch.full((2,), 1.0)
+    optimizer.step()
+    expected = 0.9 * velocity_b - 0.0005 * 0.004 * weight_b - 0.004 * 1.0
+    assert torch.allclose(b.detach(), weight_b + expected, rtol=0, atol=1e-7)
+
+
 class _Run:
     """Two weight tensors trained by PaperSGD on seeded random gradients."""
 
