@@ -11,7 +11,7 @@ from alexnet import AlexNet
 from alexnet.recipe import preset
 from alexnet.run import checkpoint
 from alexnet.run.checkpoint import CheckpointError
-from alexnet.run.state import restore_rng_states, rng_states
+from alexnet.run.state import finite, restore_rng_states, rng_states
 
 
 def minimal_state(variant="paper", classes=("a", "b", "c")):
@@ -201,3 +201,15 @@ def test_every_value_read_from_a_checkpoint_is_checked_at_load(change, message, 
     with pytest.raises(CheckpointError, match=message) as error:
         checkpoint.load(tmp_path / "last.pt")
     assert str(tmp_path / "last.pt") in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf"), None])
+def test_the_weight_check_agrees_with_isfinite(bad):
+    """A checkpoint is refused when any weight is NaN or infinite: the cheap check (sums)
+    against torch.isfinite on every value."""
+    network = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Linear(4, 3))
+    if bad is not None:
+        with torch.no_grad():
+            network[1].weight[2, 1] = bad
+    expected = all(torch.isfinite(weight).all() for weight in network.parameters())
+    assert finite(network) == expected == (bad is None)

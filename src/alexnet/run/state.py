@@ -184,6 +184,14 @@ def _shared_stats(recipe: Recipe, splits: Splits, ranks: Ranks, progress: bool):
     return DataStats.from_state_dict(ranks.share(stats.state_dict() if stats else None))
 
 
+def finite(network: torch.nn.Module) -> bool:
+    """Whether every weight is finite: each tensor's sum is NaN or infinite when one of its
+    values is (or when the sum passes 3.4e38, only reached by weights that have diverged too).
+    10 ms for the 57M weights on 2 cores, where torch.isfinite took 270 ms every epoch."""
+    sums = torch.stack([weight.sum() for weight in network.parameters()])
+    return bool(sums.isfinite().all())
+
+
 def save_checkpoint(run: Run, epoch: int, *, step=0, partial=None, val=None, improved=False,
                     finished=None) -> None:  # fmt: skip
     """last.pt (rank 0, atomically), after `epoch` epochs and `step` steps of the next one;
@@ -192,7 +200,7 @@ def save_checkpoint(run: Run, epoch: int, *, step=0, partial=None, val=None, imp
     if not run.ranks.is_main:
         return
     network = single_device(run.network)
-    if not all(torch.isfinite(p).all() for p in network.parameters()):
+    if not finite(network):
         raise TrainingDiverged(
             f"the weights became NaN or infinite in epoch {epoch + (step > 0)} by step "
             f"{step or 'end'}; the last good checkpoint is kept"
