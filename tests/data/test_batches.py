@@ -183,20 +183,30 @@ def test_a_store_at_another_size_is_resized_as_it_is_read(image_tree, tmp_path, 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_gpu_decoding_agrees_with_the_cpu_path(image_tree, tmp_path):
+def test_gpu_decoding_agrees_with_the_cpu_path(image_tree, tmp_path, monkeypatch):
+    """nvJPEG and libjpeg-turbo differ in their IDCT and chroma upsampling (by 3.9 grey levels
+    on average for these noisy 4:2:0 JPEGs on an H200, torchvision 0.26), so the two paths are
+    compared on the same decoded pixels: the CPU path is given the GPU decoder's images."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
     prepare_store(
         open_source(str(image_tree)), tmp_path / "store", Settings(str(image_tree), 64),
         workers=0, progress=False,
     )  # fmt: skip
     store = open_source(str(tmp_path / "store")).train
+    jpegs = [store.encoded(index) for index in range(len(store))]
+    by_cpu = torch.stack(decode_jpeg(jpegs, mode=ImageReadMode.RGB))
+    by_gpu = torch.stack(decode_jpeg(jpegs, mode=ImageReadMode.RGB, device="cuda")).cpu()
+    assert (by_cpu.float() - by_gpu.float()).abs().mean() < 8  # a wrong decode is off by ~50
+    monkeypatch.setattr(store, "_decoded", lambda index: by_gpu[index])
     recipe = DataRecipe(image_size=64, crop_size=56)
     stats = random_stats(64)
     cpu = batched(store, recipe, stats, 8, train=True)
     gpu = batched(store, recipe, stats, 8, train=True, device="cuda", gpu_decode=True)
+    assert len(cpu) == len(gpu)
     for (a, labels_a, _), (b, labels_b, _) in zip(cpu, gpu, strict=True):
         assert torch.equal(labels_a, labels_b.cpu())
-        # nvJPEG's IDCT and upsampling may differ from libjpeg-turbo's by a few grey levels
-        assert (a - b.cpu()).abs().mean() < 1.0
+        torch.testing.assert_close(b.cpu(), a, rtol=0, atol=1e-3)
 
 
 @pytest.mark.parametrize("train, ten_crop", [(True, False), (False, False), (False, True)])

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The checks a GPU machine owes issue 19, in one run from the source tree (no install):
+# the gpu tests, bench_step.py and bench_data.py --images 8192. Each is bounded by `timeout`
+# so that one hang cannot eat the others' time; outputs go to ${OUT:-gpu-checks}/.
+#
+#     bash bench/gpu_checks.sh
+set -u
+out=${OUT:-gpu-checks}
+mkdir -p "$out"
+export PYTHONPATH=src PYTHONUNBUFFERED=1
+run() {  # run NAME SECONDS COMMAND...: the command's output to the terminal and $out/NAME.txt
+    local name=$1 seconds=$2
+    shift 2
+    echo "=== $name: $*"
+    local start=$SECONDS
+    timeout "$seconds" "$@" 2>&1 | tee "$out/$name.txt"
+    echo "=== $name: exit ${PIPESTATUS[0]} after $((SECONDS - start)) s"
+}
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__, "cuda", torch.version.cuda)'
+# Only the files that hold gpu tests: collecting the whole suite would need every dev extra.
+run gpu_tests 170 python3 -m pytest -q -p no:cacheprovider -m gpu \
+    tests/test_gpu.py tests/data/test_batches.py tests/data/test_crop_threads.py
+run bench_step 200 python3 bench/bench_step.py
+run bench_data 180 python3 bench/bench_data.py --images 8192
