@@ -90,10 +90,11 @@ class TowerConv2d(nn.Conv2d):
     """A convolution whose two halves read only their own tower's maps (§3.2): `groups=2`.
 
     On CUDA it runs as two separate convolutions (each half of the input with its half of the
-    kernels), which cuDNN does faster than one grouped convolution (+8% for the whole training
-    step on an H100, bf16, channels_last); elsewhere as the grouped convolution. The parameters
-    are those of `nn.Conv2d(..., groups=2)` either way, so the state_dict does not change.
-    `split` forces one form (None: by device).
+    kernels); elsewhere as the grouped convolution. On one H200 (bf16, channels_last, compiled,
+    batch 128) neither form was faster: the split one's training step ran at 0.98, 1.02, 1.07
+    and 0.94 times the grouped one's in four interleaved runs (bench_step.py, paper against
+    paper-groups). The parameters are those of `nn.Conv2d(..., groups=2)` either way, so the
+    state_dict does not change. `split` forces one form (None: by device).
     """
 
     split: bool | None = None
