@@ -44,20 +44,29 @@ def test_a_second_write_waits_for_the_first(tmp_path):
     assert (tmp_path / "f").read_bytes() == b"three"
 
 
-def test_a_file_not_kept_cached_is_dropped_from_the_cache_only_once_on_disk(tmp_path, monkeypatch):
+def test_the_replaced_file_hands_back_its_cached_pages_just_before_the_new_one_is_written(
+    tmp_path, monkeypatch
+):
     calls = []
     real_fsync = os.fsync
     monkeypatch.setattr(
         alexnet.files.os, "fsync", lambda fd: calls.append("fsync") or real_fsync(fd)
     )
-    monkeypatch.setattr(alexnet.files.os, "posix_fadvise",
-                        lambda fd, offset, length, advice: calls.append(advice))  # fmt: skip
+
+    def advise(descriptor, offset, length, advice):
+        calls.append((advice, os.fstat(descriptor).st_ino))
+
+    monkeypatch.setattr(alexnet.files.os, "posix_fadvise", advise)
+    path = tmp_path / "last.pt"
     writer = FlushedInBackground()
-    writer.write(tmp_path / "kept", lambda file: file.write(b"a"))
-    writer.write(tmp_path / "dropped", lambda file: file.write(b"b"), keep_cached=False)
+    writer.write(path, lambda file: calls.append("write a") or file.write(b"a"))
     writer.wait()
-    assert calls == ["fsync", "fsync", os.POSIX_FADV_DONTNEED]
-    assert (tmp_path / "dropped").read_bytes() == b"b"
+    first = path.stat().st_ino
+    writer.write(path, lambda file: calls.append("write b") or file.write(b"b"))
+    writer.wait()
+    # nothing to hand back before the first; the newest file stays cached
+    assert calls == ["write a", "fsync", (os.POSIX_FADV_DONTNEED, first), "write b", "fsync"]
+    assert path.read_bytes() == b"b" and path.stat().st_ino != first
 
 
 def test_a_failed_flush_is_raised_by_wait_and_leaves_no_temporary(tmp_path, monkeypatch):

@@ -55,15 +55,28 @@ def _written_beside(path: Path, write: Callable[[BinaryIO], object]) -> Path:
     return Path(temporary)
 
 
-def _flush_and_rename(temporary: Path, path: Path, *, keep_cached: bool = True) -> None:
+def _flush_and_rename(temporary: Path, path: Path) -> None:
     descriptor = os.open(temporary, os.O_RDONLY)
     try:
         os.fsync(descriptor)  # the data on disk before the name points at it
-        if not keep_cached and hasattr(os, "posix_fadvise"):  # its pages free for the next write
-            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(descriptor)
     os.replace(temporary, path)
+
+
+def _hand_back_cached_pages(path: Path) -> None:
+    """Drop `path`'s clean pages from the page cache (the file itself is untouched; dirty pages
+    are written, not dropped), so that the next write can take them at once."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(descriptor)
 
 
 class FlushedInBackground:
@@ -76,11 +89,13 @@ class FlushedInBackground:
     `write` and `wait()` wait for it and raise what it raised; the thread is not a daemon, so
     the interpreter waits for it too before exiting.
 
-    `keep_cached=False` hands the file's pages back to the system once they are on disk, for
-    the next write of the same size to reuse. Alone, writing a checkpoint into pages the system
-    had to find afresh took 0.6-1.1 s here, into pages just handed back 0.15-0.4 s; within
-    training, where the steps allocate too, two paired 5-epoch runs saved 0.75 s in all.
-    Reading the file back from disk later costs about 1 s per 456 MB.
+    Just before it writes, the file it replaces (on disk since its own flush) hands its cached
+    pages back to the system, and the new file is written into them at once. Memory freed
+    here goes back to the virtual machine's host within seconds, and taking fresh memory is
+    what a write pays for: 456 MB took 1.0-1.1 s into fresh pages, 0.24-0.91 s into pages
+    handed back 6 s before (as when the previous flush handed them back) and 0.21-0.22 s into
+    pages handed back just before. The newest file stays cached: the report reads it. Reading
+    a dropped one back from disk costs about 1 s per 456 MB.
     """
 
     def __init__(self) -> None:
@@ -93,18 +108,17 @@ class FlushedInBackground:
         path: Path | str,
         write: Callable[[BinaryIO], object],
         then: Callable[[], object] | None = None,
-        *,
-        keep_cached: bool = True,
     ) -> None:
         self.wait()
         path = Path(path)
+        _hand_back_cached_pages(path)
         temporary = _written_beside(path, write)
 
         done = threading.Event()
 
         def finish() -> None:
             try:
-                _flush_and_rename(temporary, path, keep_cached=keep_cached)
+                _flush_and_rename(temporary, path)
                 if then is not None:
                     then()
             except BaseException as error:  # raised again by wait(), in the caller's thread

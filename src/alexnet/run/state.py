@@ -212,7 +212,6 @@ def save_checkpoint(run: Run, epoch: int, *, step=0, partial=None, val=None, imp
     run.saves.write(  # flushed to disk while the next epoch trains; fit() waits at the end
         last, lambda file: checkpoint.save(state, file),
         then=(lambda: checkpoint.link_atomically(last, best)) if improved else None,
-        keep_cached=bool(finished) or epoch == run.recipe.schedule.epochs,  # the report reads it
     )  # fmt: skip
 
 
