@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The checks a GPU machine owes issue 19, in one run from the source tree (no install):
-# the gpu tests, bench_step.py and bench_data.py --images 8192. Each is bounded by `timeout`
-# so that one hang cannot eat the others' time; outputs go to ${OUT:-gpu-checks}/.
+# What to run on a GPU machine, in one go from the source tree (no install): the gpu tests,
+# bench_step.py and bench_data.py --images 8192 (README, "On one GPU"). Each is bounded by
+# `timeout` so that one hang cannot eat the others' time; outputs go to ${OUT:-gpu-checks}/.
+# About 6.5 minutes on an H200, most of it torch.compile's first compilations.
 #
 #     bash bench/gpu_checks.sh
 set -u

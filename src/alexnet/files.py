@@ -65,8 +65,8 @@ def _flush_and_rename(temporary: Path, path: Path) -> None:
 
 
 def _hand_back_cached_pages(path: Path) -> None:
-    """Drop `path`'s clean pages from the page cache (the file itself is untouched; dirty pages
-    are written, not dropped), so that the next write can take them at once."""
+    """Drop `path`'s clean pages from the page cache (the file itself is untouched, and dirty
+    pages stay), so that the next write can take them at once."""
     if not hasattr(os, "posix_fadvise"):
         return
     try:
