@@ -144,6 +144,27 @@ def test_threads_persist_for_training_only(store):
     assert validation._threads is None and validation._ring is None  # ended, buffers freed
 
 
+def test_threads_run_torch_on_one_thread_each(store, monkeypatch):
+    """Each crop's copy would otherwise start an OpenMP team in every loader thread, teams that
+    spin against each other on a small machine (crop_threads.py); the caller keeps its count."""
+    counts = []
+    pixels = store.pixels
+
+    def recording(index, image_size):
+        counts.append(torch.get_num_threads())
+        return pixels(index, image_size)
+
+    monkeypatch.setattr(store, "pixels", recording)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # as on a 2-core machine, whatever this one has
+    try:
+        list(make_threaded_loader(CropItems(store, RECIPE, train=True), 4, train=True, workers=2))
+        assert counts and set(counts) == {1}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_pinned_buffers_for_cuda_and_stores_only(store, image_tree):
     items = CropItems(store, RECIPE, train=True)
     assert make_threaded_loader(items, 4, train=True, workers=0, device="cuda").pin_memory

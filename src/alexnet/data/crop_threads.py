@@ -15,6 +15,14 @@ and counted; `workers` threads (0: the calling thread; -1: one per core), kept b
 for training, started and ended with each pass otherwise. Signal handlers run in the main
 thread only, so the threads go on while the training loop decides what a SIGINT means.
 
+Each thread runs torch's operations on one thread (as torch's own pin-memory thread does; the
+calling thread keeps its count). Otherwise every crop's copy starts a team of OpenMP threads
+per loader thread, and on 2 cores those teams spin against each other, the decoding and the
+training step. Measured with bench_data.py on 2 cores, 2 threads, runs before/after taking
+turns (images/s): a raw store 2,809 / 3,009 / 2,408 → 4,364 / 2,883 / 4,346 (5,800 in the
+calling thread alone); JPEG 1,961 / 2,435 → 2,676 / 2,857, where the main thread's arithmetic
+on each batch is then the limit.
+
 Why threads and not FFCV's worker processes writing into a ring of shared-memory buffers:
 both were built (the processes as crop_ring.py, in the commit before this module) and measured
 on 2 busy cores, batch 128 of the paper recipe, 2 workers. The loader alone: threads 1000 and
@@ -92,7 +100,9 @@ class ThreadedCrops:
             finally:
                 ring.reclaim()
             return
-        threads = self._threads or ThreadPoolExecutor(self.num_workers, "crops")
+        threads = self._threads or ThreadPoolExecutor(
+            self.num_workers, "crops", initializer=torch.set_num_threads, initargs=(1,)
+        )
         ring = self._ring_of(PREFETCH * self.num_workers + 1)
         made = deque()  # (future, slot) of the batches in the making, in order
 
