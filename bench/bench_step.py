@@ -10,7 +10,9 @@ get the allocator setting `AlexNet` applies on a CPU (`host_memory.keep_freed_me
 Variants run in rounds, each round timing a few steps of every variant in turn, so a noisy
 machine slows all alike; `--repeats N` measures N times and prints the median and range of each
 variant's ratio to owt. Prints images/s and the ratio to owt (on CUDA also each variant's peak
-memory), then LRN's forward + backward at conv1's and conv2's shapes, ours against torch's.
+memory), then LRN's forward + backward at conv1's and conv2's shapes, ours against torch's (on
+the CPU also ours without its compiled kernel: ops/lrn_native.py; the step of that is the
+variant paper-lrn-torch-ops).
 
     PYTHONPATH=src python3 bench/bench_step.py [--batch-size N] [--rounds N] [--device cpu|cuda]
         [--variants paper,owt,...] [--loops training,plain] [--repeats N] [--no-compile]
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 
 from alexnet import AlexNet
 from alexnet.model import LocalResponseNorm, TowerConv2d
+from alexnet.ops import lrn_native
 from alexnet.optim import PaperSGD
 from alexnet.placement import Placement
 from alexnet.recipe import preset
@@ -36,6 +39,7 @@ VARIANTS = {
     "paper": dict(variant="paper"),
     "paper-groups": dict(variant="paper"),  # towers as one grouped convolution (CUDA: split)
     "paper-no-lrn": dict(variant="paper", lrn="off"),
+    "paper-lrn-torch-ops": dict(variant="paper"),  # CPU: LRN without its compiled kernel
     "one-tower": dict(variant="one-tower"),
     "owt": dict(variant="owt"),  # the reference
 }
@@ -79,6 +83,8 @@ def time_steps(name, steps, placement, images, labels, count) -> tuple[float, fl
     """Seconds for `count` training steps, and the peak memory they added (MiB, CUDA only)."""
     model, optimizer, step = steps[name]
     device = placement.device
+    native = lrn_native.ENABLED
+    lrn_native.ENABLED = native and name != "paper-lrn-torch-ops"
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -89,6 +95,7 @@ def time_steps(name, steps, placement, images, labels, count) -> tuple[float, fl
     synchronize(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) - before if device.type == "cuda" else 0
+    lrn_native.ENABLED = native
     return seconds, peak / 2**20
 
 
@@ -112,31 +119,40 @@ def bench_steps(args, placement: Placement, loop: str) -> dict[str, float]:
     on_cuda = placement.device.type == "cuda"
     print(f"\n{loop} loop:")
     print(
-        f"{'variant':<14}{'images/s':>10}{'vs owt':>9}" + (f"{'peak MiB':>10}" if on_cuda else "")
+        f"{'variant':<20}{'images/s':>10}{'vs owt':>9}" + (f"{'peak MiB':>10}" if on_cuda else "")
     )
     for name, rate in rates.items():
         ratio = f"{rate / reference:>8.2f}x" if reference else f"{'-':>9}"
         memory = f"{peaks[name]:>10.0f}" if on_cuda else ""
-        print(f"{name:<14}{rate:>10.1f}{ratio}{memory}")
+        print(f"{name:<20}{rate:>10.1f}{ratio}{memory}")
     return {name: rate / reference for name, rate in rates.items()} if reference else {}
 
 
 def bench_lrn(args, placement: Placement) -> None:
-    """LRN forward + backward alone: ours (the custom op) against F.local_response_norm."""
+    """LRN forward + backward alone: ours (the custom op) against F.local_response_norm; on the
+    CPU also ours without the compiled kernel (ops/lrn_native.py), in its torch operations."""
     dtype = torch.bfloat16 if placement.bf16 else torch.float32
     ours = LocalResponseNorm()  # the paper's convention: torch's α is n times ours
 
     def torch_lrn(x):
         return F.local_response_norm(x, 5, alpha=5e-4, beta=0.75, k=2.0)
 
-    print(f"\nLRN forward + backward, batch {args.batch_size}, {dtype}:")
-    print(f"{'layer':<8}{'ours ms':>9}{'torch ms':>10}{'speed-up':>10}")
+    on_cpu = placement.device.type == "cpu"
+    print(f"\nLRN forward + backward, batch {args.batch_size}, {dtype}, best of {args.rounds}:")
+    print(
+        f"{'layer':<8}{'ours ms':>9}{'torch ms':>10}{'speed-up':>10}"
+        + (f"{'ours in torch ops ms':>22}" if on_cpu else "")
+    )
+    native = lrn_native.ENABLED
+    kernels = [("ours", ours, native), ("torch", torch_lrn, native)]
+    kernels += [("torch ops", ours, False)] if on_cpu else []
     for layer, shape in LRN_SHAPES.items():
         x = torch.rand(args.batch_size, *shape, dtype=dtype, device=placement.device) * 60
         x = x.contiguous(memory_format=placement.memory_format)
         upstream = torch.randn_like(x)
         milliseconds = {}
-        for name, function in [("ours", ours), ("torch", torch_lrn)]:
+        for name, function, native in kernels:
+            lrn_native.ENABLED = native
             for repeat in range(args.rounds + 1):  # the first is a warm-up
                 inputs = x.detach().requires_grad_()
                 synchronize(placement.device)
@@ -146,9 +162,11 @@ def bench_lrn(args, placement: Placement) -> None:
                 elapsed = 1000 * (time.perf_counter() - start)
                 if repeat:
                     milliseconds[name] = min(milliseconds.get(name, elapsed), elapsed)
+            lrn_native.ENABLED = native
         speed_up = milliseconds["torch"] / milliseconds["ours"]
         print(
             f"{layer:<8}{milliseconds['ours']:>9.2f}{milliseconds['torch']:>10.2f}{speed_up:>9.2f}x"
+            + (f"{milliseconds['torch ops']:>22.2f}" if on_cpu else "")
         )
 
 
@@ -199,7 +217,7 @@ def main() -> None:
     if args.repeats > 1:
         print(f"\nratio to owt over {args.repeats} measurements: median [min, max]")
         for (loop, name), values in ratios.items():
-            print(f"{loop:<9}{name:<14}{statistics.median(values):.2f}x "
+            print(f"{loop:<9}{name:<21}{statistics.median(values):.2f}x "
                   f"[{min(values):.2f}, {max(values):.2f}]")  # fmt: skip
     bench_lrn(args, placement)
 

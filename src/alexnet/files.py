@@ -27,6 +27,12 @@ def _read_umask() -> int:
 UMASK = _read_umask()
 
 
+def cache_root() -> Path:
+    """The folder of what the tool keeps between runs (statistics, data downloaded once,
+    compiled kernels): `$ALEXNET_CACHE`, or ~/.cache/alexnet."""
+    return Path(os.environ.get("ALEXNET_CACHE") or Path.home() / ".cache" / "alexnet")
+
+
 def write_atomically(path: Path | str, write: Callable[[BinaryIO], object]) -> None:
     """`write(file)` to a temporary file beside `path`, flushed to disk, then renamed to `path`.
 

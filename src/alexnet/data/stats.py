@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from tqdm import tqdm
 from alexnet.data.dataset import DataError, ImageSource
 from alexnet.data.lighting import rgb_pca
 from alexnet.data.loader import default_workers
-from alexnet.files import write_atomically
+from alexnet.files import cache_root, write_atomically
 from alexnet.recipe import MAX_IMAGE_SIZE
 
 log = logging.getLogger("alexnet.data")
@@ -102,7 +101,7 @@ class DataStats:
 
 def stats_cache_dir() -> Path:
     """The folder every run's statistics are cached in: `$ALEXNET_CACHE` or ~/.cache/alexnet."""
-    return Path(os.environ.get("ALEXNET_CACHE") or Path.home() / ".cache" / "alexnet")
+    return cache_root()
 
 
 class StatsSums:

@@ -1,0 +1,164 @@
+"""LRN's compiled CPU kernel (lrn_cpu.c, §3.3): built with the system's C compiler on first use,
+called through ctypes from a few threads, each on its own images.
+
+Why: the torch operations of lrn.py make ~20 passes over each chunk of images, ~1,000 small
+operations a training step at batch 32, each split over the cores. On an idle machine that is
+fast; on a busy one each split waits for its slowest thread, and a thread that shares its core
+with another process can wait a whole time slice. The C kernel reads x once and writes y and s
+once (forward), and the images are handed out to the threads as they become free, so a thread
+that is held up does fewer of them instead of holding up the rest. ctypes releases the GIL for
+the call.
+
+The library is compiled with -march=native into `$ALEXNET_CACHE/native` (files.cache_root),
+named by a digest of the source, the flags and this machine's CPU, and written atomically, so
+a cache shared between machines never hands one of them code for another's CPU. Where there
+is no compiler, or the build fails, `library()` is None (with one warning) and lrn.py keeps its
+torch operations. ALEXNET_NATIVE_LRN=0 (or `ENABLED = False`) keeps them anyway.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import subprocess
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from alexnet.files import cache_root, write_atomically
+
+log = logging.getLogger("alexnet.ops")
+
+SOURCE = Path(__file__).with_name("lrn_cpu.c")
+FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
+ENABLED = os.environ.get("ALEXNET_NATIVE_LRN", "1") != "0"  # off: lrn.py's torch operations
+TASKS_PER_THREAD = 4  # images handed out in this many parts per thread: a late thread's share
+
+_pointer, _long, _int, _float = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
+
+
+def _cpu_identity() -> bytes:
+    """What -march=native compiles for: the machine and the CPU's model and feature flags."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    wanted = ("model name", "flags", "Features", "CPU part")  # x86 and Arm spellings
+    described = {line for line in lines if line.split(":")[0].strip() in wanted}
+    return (platform.machine() + platform.processor() + "".join(sorted(described))).encode()
+
+
+def _build(target: Path) -> None:
+    """Compile SOURCE to `target` (atomically); raises OSError or SubprocessError."""
+    compiler = os.environ.get("CC", "cc")
+    with tempfile.TemporaryDirectory() as folder:
+        built = Path(folder) / target.name
+        command = [compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"]
+        subprocess.run(command, check=True, capture_output=True, timeout=120)
+        write_atomically(target, lambda file: file.write(built.read_bytes()))
+
+
+@functools.cache
+def library() -> ctypes.CDLL | None:
+    """The compiled kernels (built on the first call of a machine), or None: see the docstring."""
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_identity())
+    target = cache_root() / "native" / f"lrn_cpu-{digest.hexdigest()[:16]}.so"
+    try:
+        if not target.is_file():
+            _build(target)
+        kernels = ctypes.CDLL(str(target))
+    except (OSError, subprocess.SubprocessError) as error:
+        detail = getattr(error, "stderr", b"") or b""
+        log.warning(
+            "LRN's compiled CPU kernel is unavailable (%s%s); using torch operations, slower "
+            "on a busy machine",
+            error, f": {detail.decode(errors='replace').strip()[:300]}" if detail else "",
+        )  # fmt: skip
+        return None
+    kernels.lrn_forward.argtypes = [_pointer] * 3 + [_long] * 3 + [_int] + [_float] * 3
+    kernels.lrn_forward.restype = None
+    kernels.lrn_backward.argtypes = [_pointer] * 4 + [_long] * 3 + [_int] + [_float] * 2
+    kernels.lrn_backward.restype = _int
+    return kernels
+
+
+def handles(*tensors: Tensor) -> bool:
+    """Whether the compiled kernels take these: float32 (B, C, H, W), contiguous, on the CPU,
+    and the library enabled and built."""
+    return (
+        ENABLED
+        and all(
+            t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 4
+            and t.is_contiguous()
+            for t in tensors
+        )
+        and library() is not None
+    )  # fmt: skip
+
+
+@functools.cache
+def _threads(count: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(count, "lrn")
+
+
+os.register_at_fork(after_in_child=_threads.cache_clear)  # a forked child has none of them
+
+
+def _in_parts(images: int, kernel) -> None:
+    """kernel(first, count) over all images: in the calling thread, or handed out in parts to
+    as many threads as torch uses here."""
+    threads = min(torch.get_num_threads(), images)
+    if threads <= 1:
+        kernel(0, images)
+        return
+    parts = min(images, TASKS_PER_THREAD * threads)
+    bounds = [images * part // parts for part in range(parts + 1)]
+    futures = [
+        _threads(threads).submit(kernel, first, end - first)
+        for first, end in zip(bounds, bounds[1:], strict=False)
+    ]
+    for future in futures:
+        future.result()
+
+
+def forward(x: Tensor, size: int, alpha: float, beta: float, k: float) -> tuple[Tensor, Tensor]:
+    """(y, s) of lrn.py's formula, by the compiled kernel (`handles(x)` must hold)."""
+    y, s = torch.empty_like(x), torch.empty_like(x)
+    _, channels, height, width = x.shape
+    pixels, image_bytes = height * width, channels * height * width * 4
+
+    def kernel(first: int, count: int) -> None:
+        at = first * image_bytes
+        library().lrn_forward(
+            x.data_ptr() + at, y.data_ptr() + at, s.data_ptr() + at, count, channels, pixels,
+            size, alpha, beta, k,
+        )  # fmt: skip
+
+    _in_parts(len(x), kernel)
+    return y, s
+
+
+def backward(grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float, beta: float) -> Tensor:
+    """dx of lrn.py's closed form, by the compiled kernel (`handles(grad_y, x, s)` must hold)."""
+    grad_x = torch.empty_like(x)
+    _, channels, height, width = x.shape
+    pixels, image_bytes = height * width, channels * height * width * 4
+
+    def kernel(first: int, count: int) -> None:
+        at = first * image_bytes
+        failed = library().lrn_backward(
+            grad_y.data_ptr() + at, x.data_ptr() + at, s.data_ptr() + at, grad_x.data_ptr() + at,
+            count, channels, pixels, size, alpha, beta,
+        )  # fmt: skip
+        if failed:
+            raise MemoryError("LRN backward: no memory for one image's scratch row")
+
+    _in_parts(len(x), kernel)
+    return grad_x

@@ -1,0 +1,106 @@
+"""LRN's compiled CPU kernel (ops/lrn_native.py, lrn_cpu.c): values and gradients against the
+float64 formula, the op's choice of kernel, the same bits however the images are shared among
+threads, and the torch operations when no kernel can be built."""
+
+import logging
+
+import pytest
+import torch
+from lrn_reference import formula_and_gradient, relu_like
+
+from alexnet.model import LocalResponseNorm
+from alexnet.ops import lrn_native
+
+
+@pytest.fixture
+def kernels():
+    if lrn_native.library() is None:
+        pytest.skip("no C compiler here: the torch operations run instead (tested below)")
+    return lrn_native
+
+
+@pytest.mark.parametrize(
+    ("size", "beta", "k", "channels"),
+    [(5, 0.75, 2.0, 12), (3, 0.5, 1.0, 10), (7, 1.0, 2.0, 9), (5, 0.75, 2.0, 3)],  # 3 < size
+)
+def test_compiled_kernel_follows_the_formula(kernels, size, beta, k, channels):
+    a = relu_like(3, channels, 5, 6, scale=80)
+    upstream = torch.randn(3, channels, 5, 6)
+    expected, expected_gradient = formula_and_gradient(
+        a, upstream, n=size, alpha=1e-3, beta=beta, k=k
+    )
+    y, s = kernels.forward(a, size, 1e-3, beta, k)
+    gradient = kernels.backward(upstream, a, s, size, 1e-3, beta)
+    assert ((y.double() - expected).abs() / expected.abs().clamp_min(1e-6)).max() < 1e-5
+    scale = expected_gradient.abs().max()
+    assert (gradient.double() - expected_gradient).abs().max() < 1e-5 * scale
+
+
+def test_the_op_runs_the_compiled_kernel_for_float32_contiguous_cpu_tensors(kernels, monkeypatch):
+    calls = []
+    forward = kernels.forward
+    monkeypatch.setattr(kernels, "forward", lambda *args: calls.append(args) or forward(*args))
+    a = relu_like(2, 8, 4, 4)
+    native = LocalResponseNorm()(a)
+    assert len(calls) == 1
+    LocalResponseNorm()(a.contiguous(memory_format=torch.channels_last))
+    LocalResponseNorm()(a.double())
+    assert len(calls) == 1  # the torch operations take the others
+    monkeypatch.setattr(kernels, "ENABLED", False)
+    assert torch.allclose(LocalResponseNorm()(a), native, rtol=1e-6)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_the_same_bits_however_the_images_are_shared_among_threads(kernels, threads):
+    a = relu_like(7, 10, 3, 4, scale=80)  # 7 images: parts of unequal size
+    upstream = torch.randn(7, 10, 3, 4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        y, s = kernels.forward(a, 5, 1e-4, 0.75, 2.0)
+        gradient = kernels.backward(upstream, a, s, 5, 1e-4, 0.75)
+        torch.set_num_threads(threads)
+        y_shared, s_shared = kernels.forward(a, 5, 1e-4, 0.75, 2.0)
+        gradient_shared = kernels.backward(upstream, a, s_shared, 5, 1e-4, 0.75)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(y, y_shared) and torch.equal(s, s_shared)
+    assert torch.equal(gradient, gradient_shared)
+
+
+def test_without_a_compiler_the_torch_operations_run_with_one_warning(
+    monkeypatch, tmp_path, caplog
+):
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))  # nothing built here yet
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    lrn_native.library.cache_clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger="alexnet.ops"):
+            assert lrn_native.library() is None
+            a = relu_like(2, 8, 4, 4).requires_grad_()
+            y = LocalResponseNorm()(a)
+            y.sum().backward()
+        warnings = [r for r in caplog.records if "compiled CPU kernel is unavailable" in r.message]
+        assert len(warnings) == 1
+        expected, _ = formula_and_gradient(a, torch.ones_like(a), alpha=1e-4)
+        assert torch.allclose(y.double(), expected, rtol=1e-5)
+        assert not (tmp_path / "native").exists() or not any((tmp_path / "native").iterdir())
+    finally:
+        lrn_native.library.cache_clear()  # the next test builds (or finds) the real one
+
+
+def test_the_library_is_built_once_per_machine_into_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    lrn_native.library.cache_clear()
+    try:
+        if lrn_native.library() is None:
+            pytest.skip("no C compiler here")
+        built = list((tmp_path / "native").iterdir())
+        assert len(built) == 1 and built[0].suffix == ".so"
+        stamp = built[0].stat().st_mtime_ns
+        lrn_native.library.cache_clear()
+        assert lrn_native.library() is not None  # a new process: found, not built again
+        assert built[0].stat().st_mtime_ns == stamp
+    finally:
+        lrn_native.library.cache_clear()
