@@ -4,6 +4,7 @@ configuration training uses on the device and in a plain torch loop, and LRN alo
 
 `training`: `train.training_step` with the paper's SGD and the `paper` recipe's placement: on
 CUDA bf16 autocast, channels_last, `torch.compile` and cuDNN's autotuner; on the CPU float32.
+Its images are in the memory order of the loader's batches, channels-last (crops.py).
 `plain`: what a library user writes: `AlexNet(...)` on the device, `torch.optim.SGD` (momentum
 0.9, weight decay 5e-4), forward, `cross_entropy`, backward, step, nothing else. On the CPU both
 get the allocator setting `AlexNet` applies on a CPU (`host_memory.keep_freed_memory`).
@@ -103,6 +104,8 @@ def bench_steps(args, placement: Placement, loop: str) -> dict[str, float]:
     """Print images/s and the ratio to owt per variant; return the ratios."""
     torch.manual_seed(0)
     images = torch.randn(args.batch_size, 3, 224, 224) * 50  # the paper's raw-pixel scale
+    if loop == "training":  # in the memory order the loader's batches arrive in (crops.py)
+        images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, 1000, (args.batch_size,))
     steps = {name: build(name, placement, loop) for name in args.variants}
     for name in steps:  # warm-up: compilation, cuDNN's autotuning, first allocations

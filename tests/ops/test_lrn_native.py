@@ -19,42 +19,49 @@ def kernels():
     return lrn_native
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize(
     ("size", "beta", "k", "channels"),
     [(5, 0.75, 2.0, 12), (3, 0.5, 1.0, 10), (7, 1.0, 2.0, 9), (5, 0.75, 2.0, 3)],  # 3 < size
 )
-def test_compiled_kernel_follows_the_formula(kernels, size, beta, k, channels):
-    a = relu_like(3, channels, 5, 6, scale=80)
-    upstream = torch.randn(3, channels, 5, 6)
+def test_compiled_kernels_follow_the_formula(kernels, size, beta, k, channels, memory_format):
+    a = relu_like(3, channels, 5, 6, scale=80).contiguous(memory_format=memory_format)
+    upstream = torch.randn(3, channels, 5, 6).contiguous(memory_format=memory_format)
     expected, expected_gradient = formula_and_gradient(
         a, upstream, n=size, alpha=1e-3, beta=beta, k=k
     )
+    layout = {torch.contiguous_format: "nchw", torch.channels_last: "nhwc"}[memory_format]
+    assert kernels.layout_of(a) == layout
     y, s = kernels.forward(a, size, 1e-3, beta, k)
     gradient = kernels.backward(upstream, a, s, size, 1e-3, beta)
+    assert y.is_contiguous(memory_format=memory_format)
+    assert gradient.is_contiguous(memory_format=memory_format)
     assert ((y.double() - expected).abs() / expected.abs().clamp_min(1e-6)).max() < 1e-5
     scale = expected_gradient.abs().max()
     assert (gradient.double() - expected_gradient).abs().max() < 1e-5 * scale
 
 
-def test_the_op_runs_the_compiled_kernel_for_float32_contiguous_cpu_tensors(kernels, monkeypatch):
+def test_the_op_runs_the_compiled_kernels_for_float32_cpu_tensors(kernels, monkeypatch):
     calls = []
     forward = kernels.forward
     monkeypatch.setattr(kernels, "forward", lambda *args: calls.append(args) or forward(*args))
     a = relu_like(2, 8, 4, 4)
     native = LocalResponseNorm()(a)
-    assert len(calls) == 1
     LocalResponseNorm()(a.contiguous(memory_format=torch.channels_last))
+    assert len(calls) == 2
     LocalResponseNorm()(a.double())
-    assert len(calls) == 1  # the torch operations take the others
+    LocalResponseNorm()(a[:, :, :, :3])  # neither order: a view
+    assert len(calls) == 2  # the torch operations take the others
     monkeypatch.setattr(kernels, "ENABLED", False)
     assert torch.allclose(LocalResponseNorm()(a), native, rtol=1e-6)
-    assert len(calls) == 1
+    assert len(calls) == 2
 
 
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_the_same_bits_however_the_images_are_shared_among_threads(kernels, threads):
-    a = relu_like(7, 10, 3, 4, scale=80)  # 7 images: parts of unequal size
-    upstream = torch.randn(7, 10, 3, 4)
+def test_the_same_bits_however_the_images_are_shared_among_threads(kernels, threads, memory_format):
+    a = relu_like(7, 10, 3, 4, scale=80).contiguous(memory_format=memory_format)  # 7: unequal parts
+    upstream = torch.randn(7, 10, 3, 4).contiguous(memory_format=memory_format)
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

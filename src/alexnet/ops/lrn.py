@@ -10,10 +10,10 @@ backward needs nothing else. `α` here is the α that multiplies the sum: the ca
 paper's or cuda-convnet's convention (model.py).
 
 `alexnet::lrn` is a `torch.library` custom op with a fake kernel, so `torch.compile` sees one node
-and no graph break. On the CPU, float32 contiguous tensors go to the compiled C kernel of
-`ops/lrn_native.py` where it could be built; everything else (and the fallback) runs the
-vectorised torch code below; on CUDA the Triton kernels of `ops/lrn_triton.py` run when Triton
-is there.
+and no graph break. On the CPU, float32 tensors (contiguous or channels_last) go to the
+compiled C kernels of `ops/lrn_native.py` where they could be built; everything else (and the
+fallback) runs the vectorised torch code below; on CUDA the Triton kernels of
+`ops/lrn_triton.py` run when Triton is there.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def images_per_chunk(x: Tensor) -> int:
 @torch.library.custom_op("alexnet::lrn", mutates_args=())
 def lrn(x: Tensor, size: int, alpha: float, beta: float, k: float) -> tuple[Tensor, Tensor]:
     """(y, s): the normalized activations and the denominators' base s = k + α·Σx²."""
-    if lrn_native.handles(x):
+    if lrn_native.layout_of(x):
         return lrn_native.forward(x, size, alpha, beta, k)
     step = images_per_chunk(x)
     if step >= len(x):
@@ -135,7 +135,7 @@ def lrn_backward(
     grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float, beta: float
 ) -> Tensor:
     """dx from dy and the saved x and s (the closed form in the module's docstring)."""
-    if lrn_native.handles(grad_y, x, s):
+    if lrn_native.layout_of(grad_y, x, s):
         return lrn_native.backward(grad_y, x, s, size, alpha, beta)
     step = images_per_chunk(x)
     if step >= len(x):

@@ -1,5 +1,6 @@
-"""LRN's compiled CPU kernel (lrn_cpu.c, §3.3): built with the system's C compiler on first use,
-called through ctypes from a few threads, each on its own images.
+"""LRN's compiled CPU kernels (lrn_cpu.c, §3.3), for float32 in torch's contiguous or
+channels_last order: built with the system's C compiler on first use, called through ctypes
+from a few threads, each on its own images.
 
 Why: the torch operations of lrn.py make ~20 passes over each chunk of images, ~1,000 small
 operations a training step at batch 32, each split over the cores. On an idle machine that is
@@ -39,6 +40,7 @@ log = logging.getLogger("alexnet.ops")
 SOURCE = Path(__file__).with_name("lrn_cpu.c")
 FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
 ENABLED = os.environ.get("ALEXNET_NATIVE_LRN", "1") != "0"  # off: lrn.py's torch operations
+LAYOUTS = {torch.contiguous_format: "nchw", torch.channels_last: "nhwc"}  # the kernels' suffixes
 TASKS_PER_THREAD = 4  # images handed out in this many parts per thread: a late thread's share
 
 _pointer, _long, _int, _float = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
@@ -82,25 +84,29 @@ def library() -> ctypes.CDLL | None:
             error, f": {detail.decode(errors='replace').strip()[:300]}" if detail else "",
         )  # fmt: skip
         return None
-    kernels.lrn_forward.argtypes = [_pointer] * 3 + [_long] * 3 + [_int] + [_float] * 3
-    kernels.lrn_forward.restype = None
-    kernels.lrn_backward.argtypes = [_pointer] * 4 + [_long] * 3 + [_int] + [_float] * 2
-    kernels.lrn_backward.restype = _int
+    for layout in LAYOUTS.values():
+        forward, backward = (
+            getattr(kernels, f"lrn_forward_{layout}"),
+            getattr(kernels, f"lrn_backward_{layout}"),
+        )
+        forward.argtypes = [_pointer] * 3 + [_long] * 3 + [_int] + [_float] * 3
+        backward.argtypes = [_pointer] * 4 + [_long] * 3 + [_int] + [_float] * 2
+        forward.restype = backward.restype = _int
     return kernels
 
 
-def handles(*tensors: Tensor) -> bool:
-    """Whether the compiled kernels take these: float32 (B, C, H, W), contiguous, on the CPU,
-    and the library enabled and built."""
-    return (
-        ENABLED
-        and all(
-            t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 4
-            and t.is_contiguous()
-            for t in tensors
-        )
-        and library() is not None
-    )  # fmt: skip
+def layout_of(*tensors: Tensor) -> str | None:
+    """The kernels' name for the memory order all of `tensors` share ("nchw" or "nhwc"), or None
+    where the compiled kernels do not take them: not float32 (B, C, H, W) on the CPU, in one of
+    those orders, or the library disabled or not built."""
+    if not ENABLED or not all(
+        t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 4 for t in tensors
+    ):
+        return None
+    for memory_format, layout in LAYOUTS.items():
+        if all(t.is_contiguous(memory_format=memory_format) for t in tensors):
+            return layout if library() is not None else None
+    return None
 
 
 @functools.cache
@@ -128,37 +134,44 @@ def _in_parts(images: int, kernel) -> None:
         future.result()
 
 
+def _checked(failed: int) -> None:
+    if failed:
+        raise MemoryError("LRN's compiled kernel could not allocate its scratch memory")
+
+
 def forward(x: Tensor, size: int, alpha: float, beta: float, k: float) -> tuple[Tensor, Tensor]:
-    """(y, s) of lrn.py's formula, by the compiled kernel (`handles(x)` must hold)."""
+    """(y, s) of lrn.py's formula, by the compiled kernel (`layout_of(x)` must be one), in x's
+    memory order."""
+    kernel_of_layout = getattr(library(), f"lrn_forward_{layout_of(x)}")
     y, s = torch.empty_like(x), torch.empty_like(x)
     _, channels, height, width = x.shape
     pixels, image_bytes = height * width, channels * height * width * 4
 
     def kernel(first: int, count: int) -> None:
         at = first * image_bytes
-        library().lrn_forward(
+        _checked(kernel_of_layout(
             x.data_ptr() + at, y.data_ptr() + at, s.data_ptr() + at, count, channels, pixels,
             size, alpha, beta, k,
-        )  # fmt: skip
+        ))  # fmt: skip
 
     _in_parts(len(x), kernel)
     return y, s
 
 
 def backward(grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float, beta: float) -> Tensor:
-    """dx of lrn.py's closed form, by the compiled kernel (`handles(grad_y, x, s)` must hold)."""
+    """dx of lrn.py's closed form, by the compiled kernel (`layout_of(grad_y, x, s)` must be
+    one), in x's memory order."""
+    kernel_of_layout = getattr(library(), f"lrn_backward_{layout_of(grad_y, x, s)}")
     grad_x = torch.empty_like(x)
     _, channels, height, width = x.shape
     pixels, image_bytes = height * width, channels * height * width * 4
 
     def kernel(first: int, count: int) -> None:
         at = first * image_bytes
-        failed = library().lrn_backward(
+        _checked(kernel_of_layout(
             grad_y.data_ptr() + at, x.data_ptr() + at, s.data_ptr() + at, grad_x.data_ptr() + at,
             count, channels, pixels, size, alpha, beta,
-        )  # fmt: skip
-        if failed:
-            raise MemoryError("LRN backward: no memory for one image's scratch row")
+        ))  # fmt: skip
 
     _in_parts(len(x), kernel)
     return grad_x
