@@ -59,7 +59,13 @@ def test_the_op_runs_the_compiled_kernels_for_float32_cpu_tensors(kernels, monke
 
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_the_same_bits_however_the_images_are_shared_among_threads(kernels, threads, memory_format):
+def test_the_same_bits_however_the_images_are_shared_among_threads(
+    kernels, threads, memory_format, monkeypatch
+):
+    monkeypatch.setattr(kernels, "MIN_PART_BYTES", 1)  # parts of one image, however small
+    handed_out = []
+    pool = kernels._threads
+    monkeypatch.setattr(kernels, "_threads", lambda count: handed_out.append(count) or pool(count))
     a = relu_like(7, 10, 3, 4, scale=80).contiguous(memory_format=memory_format)  # 7: unequal parts
     upstream = torch.randn(7, 10, 3, 4).contiguous(memory_format=memory_format)
     before = torch.get_num_threads()
@@ -72,6 +78,7 @@ def test_the_same_bits_however_the_images_are_shared_among_threads(kernels, thre
         gradient_shared = kernels.backward(upstream, a, s_shared, 5, 1e-4, 0.75)
     finally:
         torch.set_num_threads(before)
+    assert set(handed_out) == ({threads} if threads > 1 else set())
     assert torch.equal(y, y_shared) and torch.equal(s, s_shared)
     assert torch.equal(gradient, gradient_shared)
 
