@@ -28,6 +28,7 @@ import platform
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from pathlib import Path
 
 import torch
@@ -130,10 +131,8 @@ def _in_parts(images: int, image_bytes: int, kernel) -> None:
         kernel(0, images)
         return
     bounds = [images * part // parts for part in range(parts + 1)]
-    futures = [
-        _threads(threads).submit(kernel, first, end - first)
-        for first, end in zip(bounds, bounds[1:], strict=False)
-    ]
+    pool = _threads(threads)
+    futures = [pool.submit(kernel, first, end - first) for first, end in pairwise(bounds)]
     for future in futures:
         future.result()
 
