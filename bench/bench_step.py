@@ -22,6 +22,7 @@ Batch size: 32 on the CPU, the paper's 128 on CUDA (what training uses); try 102
 """
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -80,23 +81,32 @@ def plain_step(model, optimizer, images, labels, placement) -> None:
     optimizer.step()
 
 
+@contextlib.contextmanager
+def native_lrn(enabled: bool):
+    """LRN's compiled CPU kernels (ops/lrn_native.py) kept on, or turned off, for the block."""
+    before = lrn_native.ENABLED
+    lrn_native.ENABLED = before and enabled
+    try:
+        yield
+    finally:
+        lrn_native.ENABLED = before
+
+
 def time_steps(name, steps, placement, images, labels, count) -> tuple[float, float]:
     """Seconds for `count` training steps, and the peak memory they added (MiB, CUDA only)."""
     model, optimizer, step = steps[name]
     device = placement.device
-    native = lrn_native.ENABLED
-    lrn_native.ENABLED = native and name != "paper-lrn-torch-ops"
     synchronize(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     start = time.perf_counter()
-    for _ in range(count):
-        step(model, optimizer, images, labels, placement)
+    with native_lrn(name != "paper-lrn-torch-ops"):
+        for _ in range(count):
+            step(model, optimizer, images, labels, placement)
     synchronize(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) - before if device.type == "cuda" else 0
-    lrn_native.ENABLED = native
     return seconds, peak / 2**20
 
 
@@ -146,8 +156,7 @@ def bench_lrn(args, placement: Placement) -> None:
         f"{'layer':<8}{'ours ms':>9}{'torch ms':>10}{'speed-up':>10}"
         + (f"{'ours in torch ops ms':>22}" if on_cpu else "")
     )
-    native = lrn_native.ENABLED
-    kernels = [("ours", ours, native), ("torch", torch_lrn, native)]
+    kernels = [("ours", ours, True), ("torch", torch_lrn, True)]
     kernels += [("torch ops", ours, False)] if on_cpu else []
     for layer, shape in LRN_SHAPES.items():
         x = torch.rand(args.batch_size, *shape, dtype=dtype, device=placement.device) * 60
@@ -155,17 +164,16 @@ def bench_lrn(args, placement: Placement) -> None:
         upstream = torch.randn_like(x)
         milliseconds = {}
         for name, function, native in kernels:
-            lrn_native.ENABLED = native
-            for repeat in range(args.rounds + 1):  # the first is a warm-up
-                inputs = x.detach().requires_grad_()
-                synchronize(placement.device)
-                start = time.perf_counter()
-                function(inputs).backward(upstream)
-                synchronize(placement.device)
-                elapsed = 1000 * (time.perf_counter() - start)
-                if repeat:
-                    milliseconds[name] = min(milliseconds.get(name, elapsed), elapsed)
-            lrn_native.ENABLED = native
+            with native_lrn(native):
+                for repeat in range(args.rounds + 1):  # the first is a warm-up
+                    inputs = x.detach().requires_grad_()
+                    synchronize(placement.device)
+                    start = time.perf_counter()
+                    function(inputs).backward(upstream)
+                    synchronize(placement.device)
+                    elapsed = 1000 * (time.perf_counter() - start)
+                    if repeat:
+                        milliseconds[name] = min(milliseconds.get(name, elapsed), elapsed)
         speed_up = milliseconds["torch"] / milliseconds["ours"]
         print(
             f"{layer:<8}{milliseconds['ours']:>9.2f}{milliseconds['torch']:>10.2f}{speed_up:>9.2f}x"

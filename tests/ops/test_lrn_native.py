@@ -3,6 +3,8 @@ float64 formula, the op's choice of kernel, the same bits however the images are
 threads, and the torch operations when no kernel can be built."""
 
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -118,3 +120,33 @@ def test_the_library_is_built_once_per_machine_into_the_cache(monkeypatch, tmp_p
         assert built[0].stat().st_mtime_ns == stamp
     finally:
         lrn_native.library.cache_clear()
+
+
+def test_a_damaged_library_in_the_cache_is_built_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    lrn_native.library.cache_clear()
+    try:
+        if lrn_native.library() is None:
+            pytest.skip("no C compiler here")
+        (built,) = (tmp_path / "native").iterdir()
+        built.unlink()  # this process has it mapped: a new file, not new bytes in that one
+        built.write_bytes(b"not a shared library")  # a damaged file in a shared cache
+        # A new process (this one would be handed the library it already has by that name):
+        loads = "from alexnet.ops import lrn_native; assert lrn_native.library() is not None"
+        subprocess.run([sys.executable, "-c", loads], check=True, timeout=120)
+        assert built.read_bytes()[:4] == b"\x7fELF"  # built again
+    finally:
+        lrn_native.library.cache_clear()
+
+
+def test_a_gradient_in_the_other_memory_order_still_takes_the_kernel(kernels, monkeypatch):
+    calls = []
+    backward = kernels.backward
+    monkeypatch.setattr(kernels, "backward", lambda *args: calls.append(args) or backward(*args))
+    a = relu_like(2, 8, 4, 4, scale=80).contiguous(memory_format=torch.channels_last)
+    upstream = torch.randn(2, 8, 4, 4)  # contiguous, as a loss's gradient may come
+    _, expected_gradient = formula_and_gradient(a, upstream, alpha=1e-4)
+    x = a.clone().requires_grad_()
+    (LocalResponseNorm()(x) * upstream).sum().backward()
+    assert len(calls) == 1
+    assert (x.grad.double() - expected_gradient).abs().max() < 1e-6 * expected_gradient.abs().max()

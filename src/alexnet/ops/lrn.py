@@ -135,7 +135,8 @@ def lrn_backward(
     grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float, beta: float
 ) -> Tensor:
     """dx from dy and the saved x and s (the closed form in the module's docstring)."""
-    if lrn_native.layout_of(grad_y, x, s):
+    if lrn_native.layout_of(x, s) and grad_y.dtype == x.dtype:  # dy in x's order: one copy at most
+        grad_y = grad_y.contiguous(memory_format=memory_format_of(x))
         return lrn_native.backward(grad_y, x, s, size, alpha, beta)
     step = images_per_chunk(x)
     if step >= len(x):

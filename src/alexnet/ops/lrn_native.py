@@ -11,8 +11,9 @@ that is held up does fewer of them instead of holding up the rest. ctypes releas
 the call.
 
 The library is compiled with -march=native into `$ALEXNET_CACHE/native` (files.cache_root),
-named by a digest of the source, the flags and this machine's CPU, and written atomically, so
-a cache shared between machines never hands one of them code for another's CPU. Where there
+named by a digest of the source, the compiler, the flags and this machine's CPU, and written
+atomically, so a cache shared between machines never hands one of them code for another's CPU;
+a file there that does not load is built again. Where there
 is no compiler, or the build fails, `library()` is None (with one warning) and lrn.py keeps its
 torch operations. ALEXNET_NATIVE_LRN=0 (or `ENABLED = False`) keeps them anyway.
 """
@@ -62,9 +63,13 @@ def _cpu_identity() -> bytes:
     return (platform.machine() + platform.processor() + "".join(sorted(described))).encode()
 
 
+def _compiler() -> str:
+    return os.environ.get("CC", "cc")
+
+
 def _build(target: Path) -> None:
     """Compile SOURCE to `target` (atomically); raises OSError or SubprocessError."""
-    compiler = os.environ.get("CC", "cc")
+    compiler = _compiler()
     with tempfile.TemporaryDirectory() as folder:
         built = Path(folder) / target.name
         command = [compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"]
@@ -75,13 +80,18 @@ def _build(target: Path) -> None:
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The compiled kernels (built on the first call of a machine), or None: see the docstring."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(FLAGS).encode() + _cpu_identity())
-    target = cache_root() / "native" / f"lrn_cpu-{digest.hexdigest()[:16]}.so"
     try:
+        described = SOURCE.read_bytes() + " ".join((_compiler(), *FLAGS)).encode()
+        digest = hashlib.sha256(described + _cpu_identity()).hexdigest()[:16]
+        target = cache_root() / "native" / f"lrn_cpu-{digest}.so"
         if not target.is_file():
             _build(target)
-        kernels = ctypes.CDLL(str(target))
-    except (OSError, subprocess.SubprocessError) as error:
+        try:
+            kernels = ctypes.CDLL(str(target))
+        except OSError:  # a damaged file in the cache: built again, once
+            _build(target)
+            kernels = ctypes.CDLL(str(target))
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:  # Runtime: no home
         detail = getattr(error, "stderr", b"") or b""
         log.warning(
             "LRN's compiled CPU kernel is unavailable (%s%s); using torch operations, slower "
