@@ -85,58 +85,53 @@ def test_the_same_bits_however_the_images_are_shared_among_threads(
     assert torch.equal(gradient, gradient_shared)
 
 
+@pytest.fixture
+def empty_cache(monkeypatch, tmp_path):
+    """A cache folder with nothing built in it; `library()` forgotten before and after (the
+    next test builds, or finds, the real one)."""
+    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
+    lrn_native.library.cache_clear()
+    yield tmp_path
+    lrn_native.library.cache_clear()
+
+
 def test_without_a_compiler_the_torch_operations_run_with_one_warning(
-    monkeypatch, tmp_path, caplog
+    empty_cache, monkeypatch, caplog
 ):
-    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))  # nothing built here yet
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    monkeypatch.setenv("CC", str(empty_cache / "no-such-compiler"))
+    with caplog.at_level(logging.WARNING, logger="alexnet.ops"):
+        assert lrn_native.library() is None
+        a = relu_like(2, 8, 4, 4).requires_grad_()
+        y = LocalResponseNorm()(a)
+        y.sum().backward()
+    warnings = [r for r in caplog.records if "compiled CPU kernel is unavailable" in r.message]
+    assert len(warnings) == 1
+    expected, _ = formula_and_gradient(a, torch.ones_like(a), alpha=1e-4)
+    assert torch.allclose(y.double(), expected, rtol=1e-5)
+    assert not (empty_cache / "native").exists() or not any((empty_cache / "native").iterdir())
+
+
+def test_the_library_is_built_once_per_machine_into_the_cache(empty_cache):
+    if lrn_native.library() is None:
+        pytest.skip("no C compiler here")
+    (built,) = (empty_cache / "native").iterdir()
+    assert built.suffix == ".so"
+    stamp = built.stat().st_mtime_ns
     lrn_native.library.cache_clear()
-    try:
-        with caplog.at_level(logging.WARNING, logger="alexnet.ops"):
-            assert lrn_native.library() is None
-            a = relu_like(2, 8, 4, 4).requires_grad_()
-            y = LocalResponseNorm()(a)
-            y.sum().backward()
-        warnings = [r for r in caplog.records if "compiled CPU kernel is unavailable" in r.message]
-        assert len(warnings) == 1
-        expected, _ = formula_and_gradient(a, torch.ones_like(a), alpha=1e-4)
-        assert torch.allclose(y.double(), expected, rtol=1e-5)
-        assert not (tmp_path / "native").exists() or not any((tmp_path / "native").iterdir())
-    finally:
-        lrn_native.library.cache_clear()  # the next test builds (or finds) the real one
+    assert lrn_native.library() is not None  # as in a new process: found, not built again
+    assert built.stat().st_mtime_ns == stamp
 
 
-def test_the_library_is_built_once_per_machine_into_the_cache(monkeypatch, tmp_path):
-    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
-    lrn_native.library.cache_clear()
-    try:
-        if lrn_native.library() is None:
-            pytest.skip("no C compiler here")
-        built = list((tmp_path / "native").iterdir())
-        assert len(built) == 1 and built[0].suffix == ".so"
-        stamp = built[0].stat().st_mtime_ns
-        lrn_native.library.cache_clear()
-        assert lrn_native.library() is not None  # a new process: found, not built again
-        assert built[0].stat().st_mtime_ns == stamp
-    finally:
-        lrn_native.library.cache_clear()
-
-
-def test_a_damaged_library_in_the_cache_is_built_again(monkeypatch, tmp_path):
-    monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
-    lrn_native.library.cache_clear()
-    try:
-        if lrn_native.library() is None:
-            pytest.skip("no C compiler here")
-        (built,) = (tmp_path / "native").iterdir()
-        built.unlink()  # this process has it mapped: a new file, not new bytes in that one
-        built.write_bytes(b"not a shared library")  # a damaged file in a shared cache
-        # A new process (this one would be handed the library it already has by that name):
-        loads = "from alexnet.ops import lrn_native; assert lrn_native.library() is not None"
-        subprocess.run([sys.executable, "-c", loads], check=True, timeout=120)
-        assert built.read_bytes()[:4] == b"\x7fELF"  # built again
-    finally:
-        lrn_native.library.cache_clear()
+def test_a_damaged_library_in_the_cache_is_built_again(empty_cache):
+    if lrn_native.library() is None:
+        pytest.skip("no C compiler here")
+    (built,) = (empty_cache / "native").iterdir()
+    built.unlink()  # this process has it mapped: a new file, not new bytes in that one
+    built.write_bytes(b"not a shared library")  # a damaged file in a shared cache
+    # A new process (this one would be handed the library it already has by that name):
+    loads = "from alexnet.ops import lrn_native; assert lrn_native.library() is not None"
+    subprocess.run([sys.executable, "-c", loads], check=True, timeout=120)
+    assert built.read_bytes()[:4] == b"\x7fELF"  # built again
 
 
 def test_a_gradient_in_the_other_memory_order_still_takes_the_kernel(kernels, monkeypatch):
