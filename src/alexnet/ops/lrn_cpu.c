@@ -41,18 +41,9 @@ int lrn_forward_nchw(const float *x, float *y, float *s, long images, long chann
                 const float *xj = xi + j * pixels;
                 for (long p = 0; p < pixels; p++) sc[p] += xj[p] * xj[p];
             }
-            if (beta == 0.75f) {
-                for (long p = 0; p < pixels; p++) {
-                    float v = k + alpha * sc[p];
-                    sc[p] = v;
-                    yc[p] = xc[p] / sqrtf(v * sqrtf(v));
-                }
-            } else {
-                for (long p = 0; p < pixels; p++) {
-                    float v = k + alpha * sc[p];
-                    sc[p] = v;
-                    yc[p] = xc[p] * powf(v, -beta);
-                }
+            for (long p = 0; p < pixels; p++) {
+                sc[p] = k + alpha * sc[p];
+                yc[p] = xc[p] * inverse_power(sc[p], beta);
             }
         }
     }
@@ -60,7 +51,7 @@ int lrn_forward_nchw(const float *x, float *y, float *s, long images, long chann
 }
 
 int lrn_backward_nchw(const float *dy, const float *x, const float *s, float *dx, long images,
-                 long channels, long pixels, int size, float alpha, float beta) {
+                      long channels, long pixels, int size, float alpha, float beta) {
     float *through = malloc(sizeof(float) * channels * pixels); /* dy x s^-(beta+1), one image */
     if (through == NULL) return -1;
     for (long image = 0; image < images; image++) {

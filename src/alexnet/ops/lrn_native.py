@@ -147,44 +147,33 @@ def _in_parts(images: int, image_bytes: int, kernel) -> None:
         future.result()
 
 
-def _checked(failed: int) -> None:
-    if failed:
-        raise MemoryError("LRN's compiled kernel could not allocate its scratch memory")
+def _over_images(name: str, tensors: tuple[Tensor, ...], *arguments) -> None:
+    """The kernel `name` (lrn_forward or lrn_backward, in the tensors' layout) over every image:
+    each part of the images gets its pointers into `tensors` (inputs, then outputs), its image
+    count, the channels and pixels per image, then `arguments`."""
+    kernel = getattr(library(), f"{name}_{layout_of(*tensors)}")
+    _, channels, height, width = tensors[0].shape
+    image_bytes = channels * height * width * 4  # float32
+
+    def part(first: int, count: int) -> None:
+        pointers = [t.data_ptr() + first * image_bytes for t in tensors]
+        if kernel(*pointers, count, channels, height * width, *arguments):
+            raise MemoryError("LRN's compiled kernel could not allocate its scratch memory")
+
+    _in_parts(len(tensors[0]), image_bytes, part)
 
 
 def forward(x: Tensor, size: int, alpha: float, beta: float, k: float) -> tuple[Tensor, Tensor]:
     """(y, s) of lrn.py's formula, by the compiled kernel (`layout_of(x)` must be one), in x's
     memory order."""
-    kernel_of_layout = getattr(library(), f"lrn_forward_{layout_of(x)}")
     y, s = torch.empty_like(x), torch.empty_like(x)
-    _, channels, height, width = x.shape
-    pixels, image_bytes = height * width, channels * height * width * 4
-
-    def kernel(first: int, count: int) -> None:
-        at = first * image_bytes
-        _checked(kernel_of_layout(
-            x.data_ptr() + at, y.data_ptr() + at, s.data_ptr() + at, count, channels, pixels,
-            size, alpha, beta, k,
-        ))  # fmt: skip
-
-    _in_parts(len(x), image_bytes, kernel)
+    _over_images("lrn_forward", (x, y, s), size, alpha, beta, k)
     return y, s
 
 
 def backward(grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float, beta: float) -> Tensor:
     """dx of lrn.py's closed form, by the compiled kernel (`layout_of(grad_y, x, s)` must be
     one), in x's memory order."""
-    kernel_of_layout = getattr(library(), f"lrn_backward_{layout_of(grad_y, x, s)}")
     grad_x = torch.empty_like(x)
-    _, channels, height, width = x.shape
-    pixels, image_bytes = height * width, channels * height * width * 4
-
-    def kernel(first: int, count: int) -> None:
-        at = first * image_bytes
-        _checked(kernel_of_layout(
-            grad_y.data_ptr() + at, x.data_ptr() + at, s.data_ptr() + at, grad_x.data_ptr() + at,
-            count, channels, pixels, size, alpha, beta,
-        ))  # fmt: skip
-
-    _in_parts(len(x), image_bytes, kernel)
+    _over_images("lrn_backward", (grad_y, x, s, grad_x), size, alpha, beta)
     return grad_x
