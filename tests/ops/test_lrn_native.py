@@ -99,7 +99,7 @@ def test_without_a_compiler_the_torch_operations_run_with_one_warning(
     empty_cache, monkeypatch, caplog
 ):
     monkeypatch.setenv("CC", str(empty_cache / "no-such-compiler"))
-    with caplog.at_level(logging.WARNING, logger="alexnet.ops"):
+    with caplog.at_level(logging.WARNING, logger="alexnet.native"):
         assert lrn_native.library() is None
         a = relu_like(2, 8, 4, 4).requires_grad_()
         y = LocalResponseNorm()(a)

@@ -10,24 +10,16 @@ once (forward), and the images are handed out to the threads as they become free
 that is held up does fewer of them instead of holding up the rest. ctypes releases the GIL for
 the call.
 
-The library is compiled with -march=native into `$ALEXNET_CACHE/native` (files.cache_root),
-named by a digest of the source, the compiler, the flags and this machine's CPU, and written
-atomically, so a cache shared between machines never hands one of them code for another's CPU;
-a file there that does not load is built again. Where there
-is no compiler, or the build fails, `library()` is None (with one warning) and lrn.py keeps its
-torch operations. ALEXNET_NATIVE_LRN=0 (or `ENABLED = False`) keeps them anyway.
+The library is built and cached by native.py; where it cannot be, `library()` is None (with
+one warning) and lrn.py keeps its torch operations. ALEXNET_NATIVE_LRN=0 (or `ENABLED = False`)
+keeps them anyway.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import logging
 import os
-import platform
-import subprocess
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 from pathlib import Path
@@ -35,12 +27,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from alexnet.files import cache_root, write_atomically
-
-log = logging.getLogger("alexnet.ops")
+from alexnet import native
 
 SOURCE = Path(__file__).with_name("lrn_cpu.c")
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
 ENABLED = os.environ.get("ALEXNET_NATIVE_LRN", "1") != "0"  # off: lrn.py's torch operations
 LAYOUTS = {torch.contiguous_format: "nchw", torch.channels_last: "nhwc"}  # the kernels' suffixes
 TASKS_PER_THREAD = 4  # images handed out in this many parts per thread: a late thread's share
@@ -52,52 +41,13 @@ MIN_PART_BYTES = 2 << 20
 _pointer, _long, _int, _float = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
 
 
-def _cpu_identity() -> bytes:
-    """What -march=native compiles for: the machine and the CPU's model and feature flags."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    wanted = ("model name", "flags", "Features", "CPU part")  # x86 and Arm spellings
-    described = {line for line in lines if line.split(":")[0].strip() in wanted}
-    return (platform.machine() + platform.processor() + "".join(sorted(described))).encode()
-
-
-def _compiler() -> str:
-    return os.environ.get("CC", "cc")
-
-
-def _build(target: Path) -> None:
-    """Compile SOURCE to `target` (atomically); raises OSError or SubprocessError."""
-    compiler = _compiler()
-    with tempfile.TemporaryDirectory() as folder:
-        built = Path(folder) / target.name
-        command = [compiler, *FLAGS, str(SOURCE), "-o", str(built), "-lm"]
-        subprocess.run(command, check=True, capture_output=True, timeout=120)
-        write_atomically(target, lambda file: file.write(built.read_bytes()))
-
-
 @functools.cache
 def library() -> ctypes.CDLL | None:
     """The compiled kernels (built on the first call of a machine), or None: see the docstring."""
-    try:
-        described = SOURCE.read_bytes() + " ".join((_compiler(), *FLAGS)).encode()
-        digest = hashlib.sha256(described + _cpu_identity()).hexdigest()[:16]
-        target = cache_root() / "native" / f"lrn_cpu-{digest}.so"
-        if not target.is_file():
-            _build(target)
-        try:
-            kernels = ctypes.CDLL(str(target))
-        except OSError:  # a damaged file in the cache: built again, once
-            _build(target)
-            kernels = ctypes.CDLL(str(target))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as error:  # Runtime: no home
-        detail = getattr(error, "stderr", b"") or b""
-        log.warning(
-            "LRN's compiled CPU kernel is unavailable (%s%s); using torch operations, slower "
-            "on a busy machine",
-            error, f": {detail.decode(errors='replace').strip()[:300]}" if detail else "",
-        )  # fmt: skip
+    kernels = native.load(
+        SOURCE, "LRN's compiled CPU kernel", "using torch operations, slower on a busy machine"
+    )
+    if kernels is None:
         return None
     for layout in LAYOUTS.values():
         forward, backward = (
