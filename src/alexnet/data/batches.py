@@ -27,6 +27,7 @@ from collections.abc import Sequence
 
 import torch
 
+from alexnet.data import crops_native
 from alexnet.data.crop_threads import make_threaded_loader
 from alexnet.data.crops import CropBatch, CropItems, collate_crops
 from alexnet.data.dataset import DataError, ImageSource
@@ -63,12 +64,13 @@ class BatchTransform:
     between them, subtracting a view of the mean image (or of its mirror) instead of a copy:
     measured on 2 cores at batch 128 and 224 px, about a fifth of the time of whole-batch steps,
     which are bound by memory bandwidth there. The images keep the crops' memory order. Both
-    give the same values. The crop-by-crop steps
-    run on one thread: each is too small for torch to gain from splitting it, and on a CPU busy
-    with loader workers (or other jobs) every split step waits for a second thread to be
-    scheduled (measured on 2 busy cores: 20 ms a batch of 128 on one thread, 40-3000 ms on two).
-    That includes the lighting shifts' (B, 3) x (3, 3) product: with 2 threads, while loader
-    threads kept both cores busy, it took 7.7 ms a batch, a fifth of the loader's time.
+    give the same values. Where crops_native.py's compiled loop is built, the crop-by-crop steps
+    are that loop, one call a batch, with the same bits. They run on one thread: each is too
+    small for torch to gain from splitting it, and on a CPU busy with loader workers (or other
+    jobs) every split step waits for a second thread to be scheduled (measured on 2 busy cores:
+    20 ms a batch of 128 on one thread, 40-3000 ms on two). That includes the lighting shifts'
+    (B, 3) x (3, 3) product: with 2 threads, while loader threads kept both cores busy, it took
+    7.7 ms a batch, a fifth of the loader's time.
     """
 
     def __init__(
@@ -104,7 +106,13 @@ class BatchTransform:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                return self._crop_by_crop(crops, windows, self._shift(alpha))
+                shift = self._shift(alpha)
+                if crops_native.takes(crops):  # the same steps, compiled: one call a batch
+                    return crops_native.transform(
+                        crops, windows, self.mean_pixels, self.mirrored_mean_pixels, shift,
+                        self.channel_std,
+                    )  # fmt: skip
+                return self._crop_by_crop(crops, windows, shift)
             finally:
                 torch.set_num_threads(threads)
         shift = self._shift(alpha)

@@ -1,0 +1,51 @@
+/* A batch's crops as the net sees them on the CPU (§2, §4.1): batches.py's arithmetic, one pass
+ * over each crop. crops_native.py compiles this file on first use.
+ *
+ * crops: `count` uint8 crops of crop x crop pixels, each (crop, crop, 3) in memory (the loader's
+ * channels-last order); images: where the float32 results go, in the same order. windows:
+ * (top, left, flipped) per crop, int64. mean, mirrored: the training set's mean image and its
+ * mirror, (size, size, 3) float32. shift: one (3,) lighting shift per image of crops_per_image
+ * crops, or NULL; std: the (3,) channel std, or NULL.
+ *
+ *   image = ((float)crop - the mean's window) [+ shift] [/ std]
+ *
+ * in that order, as torch's operations round it, so both give the same bits. A mirrored crop
+ * subtracts the mirror's window at (top, size - left - crop), which is the mean's window
+ * mirrored. Each row of crop x 3 values is one loop the compiler vectorises, the shift and std
+ * tiled along it.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+
+int transform_crops(const uint8_t *crops, float *images, const int64_t *windows, long count,
+                    long crops_per_image, long crop, const float *mean, const float *mirrored,
+                    long size, const float *shift, const float *std) {
+    long row = crop * 3;
+    float *shift_row = malloc(sizeof(float) * row), *std_row = malloc(sizeof(float) * row);
+    if (!shift_row || !std_row) {
+        free(shift_row);
+        free(std_row);
+        return -1;
+    }
+    for (long j = 0; j < row; j++) std_row[j] = std ? std[j % 3] : 1.0f;
+    for (long k = 0; k < count; k++) {
+        long top = windows[3 * k], left = windows[3 * k + 1], flipped = windows[3 * k + 2];
+        const float *m = flipped ? mirrored + (top * size + size - left - crop) * 3
+                                 : mean + (top * size + left) * 3;
+        if (shift)
+            for (long j = 0; j < row; j++) shift_row[j] = shift[3 * (k / crops_per_image) + j % 3];
+        const uint8_t *in = crops + k * crop * row;
+        float *out = images + k * crop * row;
+        for (long i = 0; i < crop; i++, in += row, out += row, m += size * 3) {
+            for (long j = 0; j < row; j++) {
+                float value = (float)in[j] - m[j];
+                if (shift) value += shift_row[j];
+                if (std) value /= std_row[j];
+                out[j] = value;
+            }
+        }
+    }
+    free(shift_row);
+    free(std_row);
+    return 0;
+}
