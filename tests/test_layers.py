@@ -10,8 +10,9 @@ import pytest
 
 PACKAGE = Path(__file__).parents[1] / "src" / "alexnet"
 LAYERS = [  # lowest first; a top-level module or sub-package each
-    "errors", "files", "native", "host_memory", "recipe", "ops", "model", "optim", "data", "placement", "run",
-    "evaluate", "train", "export", "inference", "analysis", "experiments", "cli",
+    "errors", "files", "native", "host_memory", "recipe", "ops", "model", "optim", "data",
+    "placement", "run", "evaluate", "train", "export", "inference", "analysis", "experiments",
+    "cli",
 ]  # fmt: skip
 ENTRY_POINTS = {"__init__", "__main__"}  # the public API and `python -m alexnet`: above all
 

@@ -72,11 +72,11 @@ def test_the_loop_follows_the_formula(loop, views, standardised, lighting):
     transform = transform_for(standardised, lighting)
     shift = transform._shift(batch.alpha) if lighting else None
     std = transform.channel_std.view(3) if standardised else None
-    images = loop.transform(
+    images = torch.empty_like(batch.pixels, dtype=torch.float32)  # the crops' memory order
+    loop.transform(
         batch.pixels, batch.windows, transform.mean_pixels, transform.mirrored_mean_pixels, shift,
-        transform.channel_std,
+        transform.channel_std, out=images,
     )  # fmt: skip
-    assert images.movedim(-3, -1).is_contiguous()  # the crops' order
     expected = formula(batch, random_stats(), shift, std)
     np.testing.assert_allclose(images.double().numpy(), expected, rtol=1e-6, atol=1e-4)
 
@@ -88,7 +88,7 @@ def test_the_same_bits_as_the_torch_operations(loop, views, standardised, lighti
     transform = transform_for(standardised, lighting)
     calls = []
     compiled = loop.transform
-    monkeypatch.setattr(loop, "transform", lambda *args: calls.append(1) or compiled(*args))
+    monkeypatch.setattr(loop, "transform", lambda *a, **o: calls.append(1) or compiled(*a, **o))
     ours = transform(batch)
     monkeypatch.setattr(loop, "ENABLED", False)
     theirs = transform(batch)
@@ -98,6 +98,9 @@ def test_the_same_bits_as_the_torch_operations(loop, views, standardised, lighti
 def test_it_takes_only_uint8_cpu_crops_in_the_loaders_order(loop, monkeypatch):
     crops = random_batch(2, 1).pixels
     assert loop.takes(crops)
+    with pytest.raises(ValueError, match="memory order"):
+        loop.transform(crops, torch.zeros(2, 3), *[torch.zeros(9, 9, 3)] * 2, None, None,
+                       out=torch.empty(crops.shape))  # fmt: skip
     assert not loop.takes(crops.contiguous())
     assert not loop.takes(crops.float())
     monkeypatch.setattr(loop, "ENABLED", False)

@@ -34,6 +34,7 @@ from alexnet.data.dataset import DataError, ImageSource
 from alexnet.data.given import GivenImages, ImageLike
 from alexnet.data.lighting import lighting_shift
 from alexnet.data.loader import make_loader
+from alexnet.data.reused_images import ReusedImages
 from alexnet.data.stats import DataStats
 from alexnet.data.windows import cut_windows
 from alexnet.recipe import DataRecipe
@@ -86,6 +87,7 @@ class BatchTransform:
         self.device = torch.device(device)
         self.lighting = lighting
         self.per_image = self.device.type == "cpu" if per_image is None else per_image
+        self.reused = ReusedImages()  # where the crop-by-crop steps write
         self.crop_size = recipe.crop_size
         self.mean_image = stats.mean_image.to(self.device)[None]  # (1, 3, S, S)
         self.mean_pixels = self.mean_image[0].permute(1, 2, 0).contiguous()  # (S, S, 3)
@@ -106,13 +108,16 @@ class BatchTransform:
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
+                images = self.reused.like(crops)  # the crops' memory order
                 shift = self._shift(alpha)
                 if crops_native.takes(crops):  # the same steps, compiled: one call a batch
-                    return crops_native.transform(
+                    crops_native.transform(
                         crops, windows, self.mean_pixels, self.mirrored_mean_pixels, shift,
-                        self.channel_std,
+                        self.channel_std, out=images,
                     )  # fmt: skip
-                return self._crop_by_crop(crops, windows, shift)
+                else:
+                    self._crop_by_crop(crops, windows, shift, out=images)
+                return images
             finally:
                 torch.set_num_threads(threads)
         shift = self._shift(alpha)
@@ -149,13 +154,13 @@ class BatchTransform:
             ) from None
         return torch.stack(decoded)
 
-    def _crop_by_crop(self, crops, windows, shift) -> torch.Tensor:
-        """Each crop as (c, c, 3) pixels, the loader's memory order: every step runs along rows
-        of c·3 adjacent values, a colour's shift and std tiled along a row."""
-        images = torch.empty_like(crops, dtype=torch.float32)  # the crops' memory order
+    def _crop_by_crop(self, crops, windows, shift, out: torch.Tensor) -> None:
+        """The images into `out` (the crops' shape and memory order), each crop as (c, c, 3)
+        pixels, the loader's memory order: every step runs along rows of c·3 adjacent values, a
+        colour's shift and std tiled along a row."""
         size, crop = self.mean_image.shape[-1], self.crop_size
         crops_per_image = windows[0].numel() // 3  # 1, or 10 for ten crops
-        flat_images = images.view(-1, 3, crop, crop).permute(0, 2, 3, 1)  # (N, c, c, 3)
+        flat_images = out.view(-1, 3, crop, crop).permute(0, 2, 3, 1)  # (N, c, c, 3)
         flat_crops = crops.reshape(-1, 3, crop, crop).permute(0, 2, 3, 1)
         if shift is not None:
             shift = shift[:, None].expand(len(shift), crop, 3).contiguous()  # (B, c, 3)
@@ -170,7 +175,6 @@ class BatchTransform:
                 flat_images[k] += shift[k // crops_per_image]
             if std is not None:
                 flat_images[k] /= std
-        return images
 
 
 class DeviceBatches:

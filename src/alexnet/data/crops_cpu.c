@@ -12,21 +12,15 @@
  * in that order, as torch's operations round it, so both give the same bits. A mirrored crop
  * subtracts the mirror's window at (top, size - left - crop), which is the mean's window
  * mirrored. Each row of crop x 3 values is one loop the compiler vectorises, the shift and std
- * tiled along it.
+ * tiled along it; those two rows live on the stack (a few KB), so the call allocates nothing.
  */
 #include <stdint.h>
-#include <stdlib.h>
 
-int transform_crops(const uint8_t *crops, float *images, const int64_t *windows, long count,
+void transform_crops(const uint8_t *crops, float *images, const int64_t *windows, long count,
                     long crops_per_image, long crop, const float *mean, const float *mirrored,
                     long size, const float *shift, const float *std) {
     long row = crop * 3;
-    float *shift_row = malloc(sizeof(float) * row), *std_row = malloc(sizeof(float) * row);
-    if (!shift_row || !std_row) {
-        free(shift_row);
-        free(std_row);
-        return -1;
-    }
+    float shift_row[row], std_row[row];
     for (long j = 0; j < row; j++) std_row[j] = std ? std[j % 3] : 1.0f;
     for (long k = 0; k < count; k++) {
         long top = windows[3 * k], left = windows[3 * k + 1], flipped = windows[3 * k + 2];
@@ -45,7 +39,4 @@ int transform_crops(const uint8_t *crops, float *images, const int64_t *windows,
             }
         }
     }
-    free(shift_row);
-    free(std_row);
-    return 0;
 }

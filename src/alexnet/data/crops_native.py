@@ -23,7 +23,6 @@ import torch
 from torch import Tensor
 
 from alexnet import native
-from alexnet.data.crops import channels_last_empty
 
 SOURCE = Path(__file__).with_name("crops_cpu.c")
 ENABLED = os.environ.get("ALEXNET_NATIVE_CROPS", "1") != "0"  # off: the torch operations
@@ -38,7 +37,7 @@ def library() -> ctypes.CDLL | None:
     if loops is not None:
         loops.transform_crops.argtypes = [_pointer] * 3 + [_long] * 3 + [_pointer] * 2
         loops.transform_crops.argtypes += [_long] + [_pointer] * 2
-        loops.transform_crops.restype = ctypes.c_int
+        loops.transform_crops.restype = None
     return loops
 
 
@@ -61,21 +60,27 @@ def transform(
     mirrored_mean_pixels: Tensor,
     shift: Tensor | None,
     channel_std: Tensor | None,
-) -> Tensor:
-    """Float images of `crops` (B, [10,] 3, c, c) cut at `windows` (B, [10,] 3): minus the
-    mean's window (mean_pixels (S, S, 3), or its mirror's for a mirrored crop), plus each image's
-    `shift` (B, 3), divided by `channel_std` (3); as BatchTransform's crop-by-crop steps."""
-    images = channels_last_empty(tuple(crops.shape), torch.float32)
+    *,
+    out: Tensor,
+) -> None:
+    """Float images of `crops` (B, [10,] 3, c, c) cut at `windows` (B, [10,] 3) into `out` (their
+    shape and memory order, float32): minus the mean's window (mean_pixels (S, S, 3), or its
+    mirror's for a mirrored crop), plus each image's `shift` (B, 3), divided by `channel_std`
+    (3); as BatchTransform's crop-by-crop steps."""
+    if not (
+        out.shape == crops.shape
+        and out.dtype == torch.float32
+        and out.device.type == "cpu"
+        and out.movedim(-3, -1).is_contiguous()
+    ):
+        raise ValueError("out: float32, of the crops' shape and memory order, on the CPU")
     windows = windows.to(torch.int64).contiguous()
     mean, mirrored = mean_pixels.contiguous(), mirrored_mean_pixels.contiguous()
     shift = None if shift is None else shift.float().contiguous()
     std = None if channel_std is None else channel_std.float().reshape(3).contiguous()
     count = windows.numel() // 3
-    failed = library().transform_crops(
-        crops.data_ptr(), images.data_ptr(), windows.data_ptr(), count, count // max(len(crops), 1),
+    library().transform_crops(
+        crops.data_ptr(), out.data_ptr(), windows.data_ptr(), count, count // max(len(crops), 1),
         crops.shape[-1], mean.data_ptr(), mirrored.data_ptr(), mean.shape[0],
         None if shift is None else shift.data_ptr(), None if std is None else std.data_ptr(),
     )  # fmt: skip
-    if failed:
-        raise MemoryError("the compiled loop for a batch's crops could not allocate two rows")
-    return images
