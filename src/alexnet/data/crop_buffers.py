@@ -23,13 +23,18 @@ def fill_batch(
 ) -> tuple[CropBatch, torch.Tensor, int]:
     """(CropBatch, labels, skipped) of the items `keys` (index, epoch), as collate_crops gives
     them; the pixels are the first rows of `buffer` (B, 3, c, c) or (B, 10, 3, c, c)."""
+    # Every item's draws first, then the decoding: one loop of small torch calls, another of
+    # big ones, each keeping its own code and data in the cache (one thread, a store's JPEGs
+    # at 256 px: 338 µs an item against 377 with the draws between the decodings).
+    draws = [
+        items.draws(torch.Generator().manual_seed(derive_seed(seed, epoch, index)))
+        for index, epoch in keys
+    ]
     windows, alphas, labels = [], [], []
-    for index, epoch in keys:
+    for (index, _), (window, alpha) in zip(keys, draws, strict=True):
         pixels = items.source.pixels(index, items.image_size)  # (3, S, S), or None: skipped
         if pixels is None:
             continue
-        generator = torch.Generator().manual_seed(derive_seed(seed, epoch, index))
-        window, alpha = items.draws(generator)
         items.cut(pixels, window, out=buffer[len(labels)])
         windows.append(window)
         alphas.append(alpha)
