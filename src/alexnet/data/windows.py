@@ -81,15 +81,16 @@ def distinct_ten_crops(image_size: int, crop_size: int) -> int:
 
 
 def cut_window(
-    pixels: torch.Tensor, window, crop_size: int, out: torch.Tensor | None = None
+    pixels: torch.Tensor, window: torch.Tensor, crop_size: int, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """(C, S, S) -> (C, crop, crop): the window's pixels, mirrored if it says so.
+    """(C, S, S) -> (C, crop, crop): the window's (top, left, flipped) pixels, mirrored if it
+    says so.
 
     out: a tensor the crop is copied into and returned (torch releases the GIL, so loader
     threads copy in parallel); without it, a view or a mirrored copy. The mirror is made in
     (c, c, 3) order, a decoder's: from a decoded image into a channels-last `out`, a 3×224×224
     crop took 8 µs (22 µs mirrored) on 2 cores, against 87 µs into a contiguous one."""
-    top, left, flipped = (int(value) for value in window)
+    top, left, flipped = window.tolist()  # 0.3 µs; a generator of int()s took 3.6
     crop = pixels[..., top : top + crop_size, left : left + crop_size].movedim(-3, -1)
     if flipped:
         crop = crop.flip(-2)
