@@ -10,19 +10,12 @@ queued from it by then have run.
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 
 import torch
 
 from alexnet.data.crops import CropBatch, CropItems, channels_last_empty, no_crops
 from alexnet.data.loader import derive_seed
-
-# Held by a loader thread for its item's small torch calls (the draws, the cut), released while
-# it decodes. Each small call lets the GIL go and takes it back; two threads making such calls at
-# once hand the GIL to each other at every one. On 2 cores, 2 threads: the draws took 20 µs an
-# item alone and 43 µs together; fill_batch gave 4,610 images/s without this lock, 5,610 with.
-SMALL_CALLS = threading.Lock()
 
 
 def fill_batch(
@@ -33,21 +26,19 @@ def fill_batch(
     # Every item's draws first, then the decoding: one loop of small torch calls, another of
     # big ones, each keeping its own code and data in the cache (one thread, a store's JPEGs
     # at 256 px: 338 µs an item against 377 with the draws between the decodings).
-    with SMALL_CALLS:
-        draws = [
-            items.draws(torch.Generator().manual_seed(derive_seed(seed, epoch, index)))
-            for index, epoch in keys
-        ]
+    draws = [
+        items.draws(torch.Generator().manual_seed(derive_seed(seed, epoch, index)))
+        for index, epoch in keys
+    ]
     windows, alphas, labels = [], [], []
     for (index, _), (window, alpha) in zip(keys, draws, strict=True):
         pixels = items.source.pixels(index, items.image_size)  # (3, S, S), or None: skipped
         if pixels is None:
             continue
-        with SMALL_CALLS:
-            items.cut(pixels, window, out=buffer[len(labels)])
-            windows.append(window)
-            alphas.append(alpha)
-            labels.append(int(items.source.labels[index]))
+        items.cut(pixels, window, out=buffer[len(labels)])
+        windows.append(window)
+        alphas.append(alpha)
+        labels.append(int(items.source.labels[index]))
     skipped = len(keys) - len(labels)
     if not labels:
         return no_crops(skipped)

@@ -34,6 +34,13 @@ also shared (cudaHostRegister), a watch on a worker that dies or outlives its pa
 exit for workers that ignore SIGTERM, errors sent back. With 0 workers both cut in the calling
 thread.
 
+Tried and not kept (2 cores, 2 threads, the paper recipe's float batches of a JPEG store, runs
+taking turns): a lock letting one thread at a time make its small torch calls (the draws, the
+cut), since the GIL changes hands at each. The threads alone gained (fill_batch in 2 threads:
+4,610 → 5,290-5,610 images/s) but with the arithmetic in the calling thread the loader lost
+(median of 5 runs 4,576 → 4,390 images/s). Sharing each batch among the threads, or only a
+pass's last batches so that no thread idles at its end: within the noise (about ±5%).
+
 Contract: a batch's pixels are a view of a ring buffer, valid until the next batch is asked
 for: a consumer converts or copies them first, as DeviceBatches does (BatchTransform reads
 them at once). On CUDA a buffer is written again only after the copies from it that were queued
