@@ -39,7 +39,10 @@ taking turns): a lock letting one thread at a time make its small torch calls (t
 cut), since the GIL changes hands at each. The threads alone gained (fill_batch in 2 threads:
 4,610 → 5,290-5,610 images/s) but with the arithmetic in the calling thread the loader lost
 (median of 5 runs 4,576 → 4,390 images/s). Sharing each batch among the threads, or only a
-pass's last batches so that no thread idles at its end: within the noise (about ±5%).
+pass's last batches so that no thread idles at its end: within the noise (about ±5%). 3 or 4
+threads: slower (medians 4,050-4,205 against 4,257-4,407 for 2). The worker processes again,
+with the loop and buffers of 2026-12-05: medians of 20 passes 4,345-5,151 images/s against the
+threads' 4,549-4,582 in the same rounds: faster at times, never steadier.
 
 Contract: a batch's pixels are a view of a ring buffer, valid until the next batch is asked
 for: a consumer converts or copies them first, as DeviceBatches does (BatchTransform reads
