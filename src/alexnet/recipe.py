@@ -79,6 +79,8 @@ class RunRecipe:
     bf16: bool = True  # bf16 autocast on CUDA (ignored on CPU)
     channels_last: bool = True  # channels_last memory format on CUDA (ignored on CPU)
     compile: bool = True  # torch.compile the model on CUDA (ignored on CPU: no speed-up there)
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # its mode:
+    # "reduce-overhead" replays forward and backward as CUDA graphs; bench_device_step.py decides
     tensorboard: bool = False  # also log each epoch to run_dir/tensorboard (the tensorboard extra)
     model_parallel: str = ""  # §3.2: "DEV_A,DEV_B" puts tower one on DEV_A, tower two on DEV_B
     report: bool = True  # `alexnet train` writes report.html after training (analysis/report.py)

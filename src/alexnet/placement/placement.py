@@ -30,6 +30,7 @@ class Placement:
     compile: bool = False
     ranks: Ranks = field(default_factory=Ranks)
     towers: tuple[torch.device, torch.device] | None = None  # §3.2: tower one's, tower two's
+    compile_mode: str = "default"  # torch.compile's mode when `compile` (recipe.RunRecipe)
 
     @classmethod
     def for_run(cls, run: RunRecipe, device: str | None = None) -> Placement:
@@ -60,14 +61,15 @@ class Placement:
         on_cuda = device.type == "cuda"
         return cls(
             device, run.bf16 and on_cuda, run.channels_last and on_cuda, run.compile and on_cuda,
-            ranks or Ranks(), towers,
+            ranks or Ranks(), towers, run.compile_mode,
         )  # fmt: skip
 
     @property
     def description(self) -> str:
         """The fast paths in use, for the log: e.g. " (bf16, channels_last, compiled)"."""
+        compiled = "compiled" if self.compile_mode == "default" else f"compiled {self.compile_mode}"
         names = [n for n, on in [("bf16", self.bf16), ("channels_last", self.channels_last),
-                                 ("compiled", self.compile)] if on]  # fmt: skip
+                                 (compiled, self.compile)] if on]  # fmt: skip
         return f" ({', '.join(names)})" if names else ""
 
     @property
@@ -93,10 +95,11 @@ class Placement:
 
     def step_model(self, model: nn.Module) -> nn.Module:
         """The module the training and evaluation steps call: DistributedDataParallel under
-        torchrun, compiled when `compile` is on. It shares its parameters with `model`, which
+        torchrun, compiled (in `compile_mode`) when `compile` is on. It shares its parameters with
+        `model`, which
         checkpoints keep."""
         model = self.ranks.wrap(model, self.device)
-        return torch.compile(model) if self.compile else model
+        return torch.compile(model, mode=self.compile_mode) if self.compile else model
 
     @property
     def memory_format(self) -> torch.memory_format:
