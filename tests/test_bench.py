@@ -17,7 +17,7 @@ def test_benchmark_script_imports(script, monkeypatch):
     assert callable(module.main)
 
 
-def test_all_six_benchmarks_are_there():
+def test_all_seven_benchmarks_are_there():
     expected = {"bench_data", "bench_pipeline", "bench_predict", "bench_step", "bench_train"}
-    expected |= {"bench_fashion_mnist"}
+    expected |= {"bench_fashion_mnist", "bench_device_step"}
     assert {path.stem for path in BENCH} == expected
