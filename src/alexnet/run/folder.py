@@ -24,6 +24,7 @@ from alexnet.placement.ranks import Ranks
 from alexnet.recipe import Recipe, RecipeError
 from alexnet.run import checkpoint
 from alexnet.run.lock import LOCK, RunError, lock
+from alexnet.run.state_checks import check_training_state
 
 log = logging.getLogger("alexnet")
 
@@ -135,6 +136,7 @@ def check_resumable(saved: dict[str, Any], recipe: Recipe, run_dir: Path) -> Non
             "it cannot be resumed: start a new run"
         )
     checkpoint.ensure_variant(saved, recipe.model.variant)
+    check_training_state(saved, recipe)
     before, after = Recipe.from_dict(saved["recipe"]).to_dict(), recipe.to_dict()
     for values in (before, after):  # runs from before data paths were stored absolute
         values["data"]["source"] = absolute_source(values["data"]["source"])

@@ -40,6 +40,7 @@ from alexnet.placement.towers import (
 from alexnet.recipe import Recipe
 from alexnet.run import checkpoint
 from alexnet.run.folder import read_metrics
+from alexnet.run.state_checks import PARTIAL_KEYS, generator_states
 
 log = logging.getLogger("alexnet")
 
@@ -215,9 +216,6 @@ def save_checkpoint(run: Run, epoch: int, *, step=0, partial=None, val=None, imp
     )  # fmt: skip
 
 
-PARTIAL_KEYS = ("loss", "top1_error", "images", "seconds", "skipped", "steps")  # mid-epoch
-
-
 def checkpoint_state(
     run: Run, network: AlexNet, epoch: int, step: int, *, val=None, partial=None
 ) -> dict[str, Any]:
@@ -294,18 +292,10 @@ def rng_states() -> dict[str, Any]:
 
 
 def restore_rng_states(states: dict[str, Any]) -> None:
-    torch.set_rng_state(states["torch"])
-    numpy_state = states["numpy"]
-    np.random.set_state(
-        (
-            numpy_state["kind"],
-            numpy_state["keys"].numpy().astype(np.uint32),
-            numpy_state["position"],
-            numpy_state["has_gauss"],
-            numpy_state["cached_gaussian"],
-        )
-    )
-    version, internal, gauss = states["python"]
-    random.setstate((version, tuple(internal), gauss))
+    """Set every generator from `rng_states`' output; one that does not fit changes none."""
+    torch_state, numpy_state, python_state = generator_states(states)
+    torch.set_rng_state(torch_state)
+    np.random.set_state(numpy_state)
+    random.setstate(python_state)
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
