@@ -11,7 +11,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 from alexnet.errors import UserError
 
@@ -177,20 +177,26 @@ class FolderLock:
     """An exclusive lock on `folder` (made if need be), held until `release` or the `with` block
     ends, so that a second writer stops at once (raising `busy`) instead of writing the same
     files. A POSIX lock on the file `folder/name`: the kernel drops it when the process dies
-    (kill -9 leaves no stale lock), and forked workers never hold it. The file goes on release."""
+    (kill -9 leaves no stale lock), and forked workers never hold it. The file goes on release,
+    removed while still locked; a lock taken on a file that was removed meanwhile is taken
+    again on the file now there, so that two processes never hold the lock at once."""
 
     def __init__(self, folder: Path, name: str, busy: Exception):
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / name
-        self.file = open(self.path, "a")  # noqa: SIM115 (closed in release)
-        try:
-            fcntl.lockf(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno not in (errno.EAGAIN, errno.EACCES):  # no POSIX locks (some NFS)
-                log.warning("cannot lock %s (%s); going on without a lock", self.path, error)
+        while True:
+            self.file = open(self.path, "a")  # noqa: SIM115 (closed in release)
+            try:
+                fcntl.lockf(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as error:
+                if error.errno not in (errno.EAGAIN, errno.EACCES):  # no POSIX locks (some NFS)
+                    log.warning("cannot lock %s (%s); going on without a lock", self.path, error)
+                    return
+                self.file.close()
+                raise busy from None
+            if _identity(self.path) == _descriptor_identity(self.file):
                 return
-            self.file.close()
-            raise busy from None
+            self.file.close()  # its holder removed it between our open and our lock
 
     def release(self) -> None:
         self.path.unlink(missing_ok=True)  # the folder as it was
@@ -201,6 +207,11 @@ class FolderLock:
 
     def __exit__(self, *exception) -> None:
         self.release()
+
+
+def _descriptor_identity(file: IO) -> tuple[int, int]:
+    stat = os.fstat(file.fileno())
+    return stat.st_dev, stat.st_ino
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

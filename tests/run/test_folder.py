@@ -7,10 +7,11 @@ import sys
 
 import pytest
 
+from alexnet import files
 from alexnet.cli import main
 from alexnet.recipe import RecipeError, assign
 from alexnet.run import checkpoint
-from alexnet.run.folder import LOCK, RunError, read_metrics
+from alexnet.run.folder import LOCK, RunError, lock, read_metrics
 from alexnet.train import fit
 from tests.test_train import tiny_recipe
 
@@ -109,3 +110,31 @@ def test_a_recipe_that_cannot_fit_in_memory_is_refused_before_any_work(tmp_path,
     with pytest.raises(RecipeError, match=r"optim.batch_size=10000000 .* needs at least"):
         fit(recipe, tmp_path / "run", progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_the_lock_holds_when_its_file_is_replaced_between_open_and_lock(tmp_path, monkeypatch):
+    """The race a release leaves: we open the lock file, its holder removes it and lets go,
+    a third process makes a new one and locks it, and only then do we lock our open file, which
+    no longer is the folder's lock: the lock must be taken again, and refused."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / LOCK).write_text("")
+    lockf, third = files.fcntl.lockf, []
+
+    def lock_after_the_race(file, flags):
+        if not third:
+            (run / LOCK).unlink()  # the holder's release
+            third.append(
+                subprocess.Popen([sys.executable, "-c", HOLDER, str(run / LOCK)],
+                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
+            )
+            assert third[0].stdout.readline().strip() == "locked"
+        return lockf(file, flags)
+
+    monkeypatch.setattr(files.fcntl, "lockf", lock_after_the_race)
+    try:
+        with pytest.raises(RunError, match="is in use by another alexnet process"):
+            lock(run)
+    finally:
+        third[0].kill()
+        third[0].wait()
