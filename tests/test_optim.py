@@ -220,3 +220,16 @@ def test_the_linear_shape_falls_to_a_last_small_step():
         rate.before_step(step)
         rates.append(optimizer.param_groups[0]["lr"])
     assert rates == pytest.approx([0.005, 0.01, 0.01, 0.0075, 0.005, 0.0025], rel=1e-12)
+
+
+def test_without_momentum_a_step_is_plain_gradient_descent():
+    """`--set optim.momentum=0` used to end at the first step (torch's fused kernel takes no
+    buffers at momentum 0): w ← w − ε·(∂L/∂w + λ·w), by hand."""
+    weight = torch.nn.Parameter(torch.tensor([1.0, -2.0, 4.0]))
+    optimizer = PaperSGD([weight], lr=0.1, momentum=0.0, weight_decay=0.5)
+    expected = weight.detach().clone()
+    for gradient in ([1.0, 1.0, -1.0], [0.5, 0.0, 2.0]):
+        weight.grad = torch.tensor(gradient)
+        expected -= 0.1 * (torch.tensor(gradient) + 0.5 * expected)
+        optimizer.step()
+    assert torch.allclose(weight.detach(), expected)

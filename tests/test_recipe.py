@@ -4,7 +4,15 @@ import json
 
 import pytest
 
-from alexnet.recipe import PRESETS, Recipe, RecipeError, apply_overrides, preset
+from alexnet.recipe import (
+    PRESETS,
+    Recipe,
+    RecipeError,
+    apply_overrides,
+    assign,
+    load_recipe,
+    preset,
+)
 
 
 def test_paper_preset_holds_the_papers_values():
@@ -99,3 +107,45 @@ def test_from_dict_type_checks_too():
     values["optim"]["batch_size"] = "many"
     with pytest.raises(RecipeError, match="optim.batch_size"):
         Recipe.from_dict(values)
+
+
+HUGE = "9" * 5000  # past Python's 4,300-digit limit for int() and repr()
+
+
+@pytest.mark.parametrize(
+    ("assignment", "message"),
+    [
+        ("schedule.epochs=" + HUGE, r"schedule.epochs='9{29}\.\.\. \(5002 characters\): expected"),
+        ("schedule.epochs=1000000000", "schedule.epochs=1000000000: must be in 1..100000"),
+        ("schedule.lr_drop=1e308", "is 1e-926: the lowest ε must be >= 1e-30"),
+        ("schedule.max_drops=400", "max_drops=400 times is 1e-402: the lowest ε must be >= 1e-30"),
+        ("optim.lr=5e-324", "max_drops=3 times is 1e-326: the lowest ε must be >= 1e-30"),
+        ("optim.batch_size=99999999999999999999999", "must be in 1..16777216"),
+        ("run.workers=100000", "run.workers=100000: must be in -1..1024"),
+    ],
+)
+def test_hostile_values_are_refused_in_one_short_line(assignment, message):
+    with pytest.raises(RecipeError, match=message) as error:
+        apply_overrides(preset("paper"), [assignment])
+    assert "\n" not in str(error.value) and len(str(error.value)) < 200
+
+
+def test_a_number_past_the_digit_limit_is_named_not_printed():
+    with pytest.raises(RecipeError, match="schedule.epochs=a number of more than 4300 digits"):
+        assign(preset("paper"), {"schedule.epochs": 10**5000})
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"optim": {"lr": ' + "1" * 400 + "}}", "optim.lr=inf: must be a finite number"),
+        ('{"schedule": {"epochs": ' + HUGE + "}}", "is not valid JSON: Exceeds the limit"),
+        ('{"optim": ' + "[" * 100_000 + "]" * 100_000 + "}", "is not valid JSON: nested too deep"),
+    ],
+)
+def test_a_hostile_recipe_file_is_one_line(tmp_path, content, message):
+    path = tmp_path / "recipe.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(RecipeError, match=message) as error:
+        load_recipe(str(path))
+    assert "\n" not in str(error.value) and len(str(error.value)) < 300

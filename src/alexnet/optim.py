@@ -62,7 +62,7 @@ class PaperSGD(torch.optim.Optimizer):
                 torch._fused_sgd_(
                     same,
                     [w.grad for w in same],
-                    [self._buffer(w) for w in same],
+                    [self._buffer(w) for w in same] if group["momentum"] else [],  # none at 0
                     weight_decay=group["weight_decay"],
                     momentum=group["momentum"] * rescale,  # b ← 0.9·(rescale·b) + ...
                     lr=group["lr"],

@@ -21,6 +21,10 @@ from alexnet.errors import UserError
 MIN_CROP = 63  # the smallest input the paper's net passes through (model.py)
 MAX_IMAGE_SIZE = 4096  # 16× the paper's 256: larger asks for a mean image of hundreds of MB
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+MAX_EPOCHS = 100_000  # 1,000 times the paper's 90: beyond it a count is a typo
+MAX_BATCH = 2**24  # images per batch: far past any device's memory
+MAX_WORKERS = 1024  # loader processes: beyond it the machine runs out of processes first
+MIN_LR = 1e-30  # the lowest ε a schedule may reach: below it steps underflow to zero
 
 
 class RecipeError(UserError):
@@ -102,7 +106,7 @@ class Recipe:
             for name, value in dataclasses.asdict(section).items():
                 if isinstance(value, float) and not math.isfinite(value):
                     path = f"{type(section).__name__.removesuffix('Recipe').lower()}.{name}"
-                    raise RecipeError(f"{path}={value!r}: must be a finite number")
+                    raise RecipeError(f"{path}={shown(value)}: must be a finite number")
         checks = [
             ("model.dropout", 0 <= self.model.dropout < 1, "in [0, 1)"),
             ("data.crop_size", self.data.crop_size >= MIN_CROP, f">= {MIN_CROP} (model.py)"),
@@ -115,20 +119,30 @@ class Recipe:
             ("optim.lr", self.optim.lr > 0, "> 0"),
             ("optim.momentum", 0 <= self.optim.momentum < 1, "in [0, 1)"),
             ("optim.weight_decay", self.optim.weight_decay >= 0, ">= 0"),
-            ("optim.batch_size", self.optim.batch_size >= 1, ">= 1"),
-            ("schedule.epochs", self.schedule.epochs >= 1, ">= 1"),
+            ("optim.batch_size", 1 <= self.optim.batch_size <= MAX_BATCH, f"in 1..{MAX_BATCH}"),
+            ("schedule.epochs", 1 <= self.schedule.epochs <= MAX_EPOCHS, f"in 1..{MAX_EPOCHS}"),
             ("schedule.lr_drop", self.schedule.lr_drop > 1, "> 1"),
-            ("schedule.patience", self.schedule.patience >= 0, ">= 0"),
-            ("schedule.max_drops", self.schedule.max_drops >= 0, ">= 0"),
+            ("schedule.patience", 0 <= self.schedule.patience <= MAX_EPOCHS, f"in 0..{MAX_EPOCHS}"),
+            ("schedule.max_drops", 0 <= self.schedule.max_drops <= MAX_EPOCHS,
+             f"in 0..{MAX_EPOCHS}"),
             ("schedule.warmup_epochs", 0 <= self.schedule.warmup_epochs <= 1, "between 0 and 1"),
-            ("run.workers", self.run.workers >= -1, ">= -1 (-1: one per core)"),
+            ("run.workers", -1 <= self.run.workers <= MAX_WORKERS,
+             f"in -1..{MAX_WORKERS} (-1: one per core)"),
             ("run.seed", 0 <= self.run.seed <= MAX_SEED, f"in 0..{MAX_SEED}"),
         ]
         for path, ok, expected in checks:
             if not ok:
                 section, _, key = path.partition(".")
                 value = getattr(getattr(self, section), key)
-                raise RecipeError(f"{path}={value!r}: must be {expected}")
+                raise RecipeError(f"{path}={shown(value)}: must be {expected}")
+        schedule = self.schedule
+        lowest = math.log10(self.optim.lr) - schedule.max_drops * math.log10(schedule.lr_drop)
+        if lowest < math.log10(MIN_LR):
+            raise RecipeError(
+                f"optim.lr={self.optim.lr:g} divided by schedule.lr_drop={schedule.lr_drop:g} "
+                f"schedule.max_drops={schedule.max_drops} times is 1e{lowest:.0f}: the lowest "
+                f"ε must be >= {MIN_LR:g}"
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -246,8 +260,9 @@ def load_recipe(name_or_file: str) -> Recipe:
         values = json.loads(Path(name_or_file).read_text())
     except OSError as error:
         raise RecipeError(f"cannot read recipe file {name_or_file}: {error.strerror}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RecipeError(f"recipe file {name_or_file} is not valid JSON: {error}") from None
+    except (ValueError, RecursionError) as error:  # not JSON or UTF-8, a huge number, too deep
+        reason = "nested too deep" if isinstance(error, RecursionError) else error
+        raise RecipeError(f"recipe file {name_or_file} is not valid JSON: {reason}") from None
     if not isinstance(values, dict):
         raise RecipeError(f"recipe file {name_or_file} does not hold a JSON object")
     try:
@@ -306,8 +321,17 @@ def _parse(path: str, text: str, kind: Any) -> Any:
         try:
             return kind(text)
         except ValueError:
-            raise RecipeError(f"{path}={text!r}: expected {kind.__name__}") from None
+            raise RecipeError(f"{path}={shown(text)}: expected {kind.__name__}") from None
     return text
+
+
+def shown(value: Any) -> str:
+    """`value`'s repr for a one-line message, cut to 40 characters (a 5,000-digit number)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int past Python's 4,300-digit limit for str()
+        return "a number of more than 4300 digits"
+    return text if len(text) <= 40 else f"{text[:30]}... ({len(text)} characters)"
 
 
 def _assign(recipe: Recipe, path: str, value: Any) -> None:
@@ -317,9 +341,11 @@ def _assign(recipe: Recipe, path: str, value: Any) -> None:
     if typing.get_origin(kind) is Literal:
         choices = typing.get_args(kind)
         if value not in choices:
-            raise RecipeError(f"{path}={value!r}: expected one of {', '.join(map(repr, choices))}")
+            raise RecipeError(
+                f"{path}={shown(value)}: expected one of {', '.join(map(repr, choices))}"
+            )
     elif kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+        value = float(value) if abs(value) < 2**1024 else math.inf  # checked as not finite
     elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise RecipeError(f"{path}={value!r}: expected {kind.__name__}")
+        raise RecipeError(f"{path}={shown(value)}: expected {kind.__name__}")
     setattr(getattr(recipe, section_name), key, value)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from alexnet.recipe import MAX_SEED
+from alexnet.recipe import MAX_BATCH, MAX_SEED, MAX_WORKERS, shown
 
 DATA_HELP = (
     "digits (scikit-learn's 8×8 digits, no download) | cifar10:PATH (the cifar-10-batches-py "
@@ -23,7 +23,7 @@ def whole_number_in(low: int, high: int | None = None):
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+            raise argparse.ArgumentTypeError(f"invalid int value: {shown(text)}") from None
         if value < low or (high is not None and value > high):
             expected = f"in {low}..{high}" if high is not None else f">= {low}"
             raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
@@ -33,7 +33,8 @@ def whole_number_in(low: int, high: int | None = None):
 
 
 positive_int = whole_number_in(1)
-WORKERS = whole_number_in(-1)  # -1: one per core
+WORKERS = whole_number_in(-1, MAX_WORKERS)  # -1: one per core
+BATCH = whole_number_in(1, MAX_BATCH)
 SEED = whole_number_in(0, MAX_SEED)
 
 
@@ -41,7 +42,7 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     parser.add_argument("--workers", type=WORKERS, help="data-loading processes (-1: one per core)")
     parser.add_argument(
-        "--batch-size", type=positive_int, help="images per batch (paper: 128; global batch "
+        "--batch-size", type=BATCH, help="images per batch (paper: 128; global batch "
         "under torchrun)"
     )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
