@@ -32,8 +32,8 @@ from bench_pipeline import write_jpegs
 
 from alexnet import AlexNet
 from alexnet.data import compute_stats, make_batches, open_source
-from alexnet.data.prepare import Settings, prepare_store
-from alexnet.data.stats import stats_cache_dir
+from alexnet.data.store.prepare import Settings, prepare_store
+from alexnet.files import cache_dir
 from alexnet.host_memory import keep_freed_memory
 from alexnet.optim import PaperSGD
 from alexnet.placement import Placement
@@ -47,7 +47,7 @@ def batches_of(spec: str, args, device: torch.device, workers: int, cache: bool 
     recipe = preset("paper")
     splits = open_source(spec)
     stats = compute_stats(
-        splits.train, recipe.data.image_size, cache_dir=stats_cache_dir() if cache else None,
+        splits.train, recipe.data.image_size, cache_dir=cache_dir("stats") if cache else None,
         workers=workers, progress=False,
     )  # fmt: skip
     batches = make_batches(

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from alexnet.data import compute_stats, open_splits
-from alexnet.data.stats import stats_cache_dir
+from alexnet.files import cache_dir
 from alexnet.recipe import assign, preset
 from alexnet.run.folder import read_metrics
 from alexnet.train import fit
@@ -42,7 +42,7 @@ def main() -> None:
         assign(recipe, {"schedule.epochs": args.epochs})
     start = time.perf_counter()
     compute_stats(open_splits(recipe.data).train, recipe.data.image_size,
-                  cache_dir=stats_cache_dir(), progress=False)  # fmt: skip
+                  cache_dir=cache_dir("stats"), progress=False)  # fmt: skip
     print(f"statistics pass (or cache): {time.perf_counter() - start:.0f} s")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, seed {args.seed}")
     with tempfile.TemporaryDirectory() as scratch:

@@ -26,7 +26,7 @@ from bench_pipeline import HEIGHT, WIDTH, write_jpegs
 
 from alexnet import load
 from alexnet.data import compute_stats, open_source
-from alexnet.data.folder import find_image_files
+from alexnet.data.sources.folder import find_image_files
 from alexnet.model import AlexNet
 from alexnet.recipe import PRESETS, preset
 from alexnet.run.checkpoint import save_atomically

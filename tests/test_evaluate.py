@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from alexnet.data.batches import preprocess
-from alexnet.data.windows import distinct_ten_crops, ten_crop_views
+from alexnet.data.loading.windows import distinct_ten_crops, ten_crop_views
 from alexnet.evaluate import (
     average_ten_crop,
     class_probabilities,

@@ -170,7 +170,7 @@ def torchvision_probabilities(model, paths):
 
 def test_imported_torchvision_weights_predict_as_torchvision_does(torchvision_weights, capsys):
     """Same top-5, probabilities within 1e-4. Not identical: torchvision's transforms resize a
-    PIL image with Pillow, ours resize with torch's uint8 kernel (data/downsample.py, Prepare),
+    PIL image with Pillow, ours resize with torch's uint8 kernel (data/sources/downsample.py),
     and the two differ by at most one grey level in a pixel."""
     path, model = torchvision_weights
     assert main(["import-torchvision", str(path), "--out", "tv"]) == 0

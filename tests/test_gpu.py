@@ -87,7 +87,7 @@ def test_training_from_a_store_decodes_on_the_gpu_and_matches_the_cpu_loader(tmp
     """`alexnet train` from a prepared store on CUDA: the JPEGs decode there (run.gpu_decode)."""
     from alexnet.data import make_batches, open_source
     from alexnet.data.batches import decodes_on_device
-    from alexnet.data.prepare import Settings, prepare_store
+    from alexnet.data.store.prepare import Settings, prepare_store
     from alexnet.recipe import apply_overrides, preset
     from alexnet.train import fit
 

@@ -6,7 +6,7 @@ from torchvision.transforms.v2 import functional as F
 
 from alexnet import load
 from alexnet.data import DataError, open_splits
-from alexnet.data.decode import read_rgb
+from alexnet.data.sources.decode import read_rgb
 from alexnet.evaluate import evaluate_checkpoint
 from alexnet.run import checkpoint
 from alexnet.train import fit

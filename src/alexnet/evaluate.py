@@ -20,7 +20,12 @@ from tqdm import tqdm
 
 from alexnet.data import DataError, DataStats, make_batches, open_splits
 from alexnet.data.batches import forward_batch_size
-from alexnet.data.windows import CENTRE_VIEW, TenCropViews, distinct_ten_crops, ten_crop_views
+from alexnet.data.loading.windows import (
+    CENTRE_VIEW,
+    TenCropViews,
+    distinct_ten_crops,
+    ten_crop_views,
+)
 from alexnet.placement import Placement
 from alexnet.recipe import DataRecipe
 from alexnet.run import checkpoint

@@ -27,10 +27,20 @@ def _read_umask() -> int:
 UMASK = _read_umask()
 
 
+CACHE_KINDS = ("stats", "downloads", "kernels")  # each kept in a folder of its own
+
+
 def cache_root() -> Path:
-    """The folder of what the tool keeps between runs (statistics, data downloaded once,
-    compiled kernels): `$ALEXNET_CACHE`, or ~/.cache/alexnet."""
+    """The folder of what the tool keeps between runs: `$ALEXNET_CACHE`, or ~/.cache/alexnet."""
     return Path(os.environ.get("ALEXNET_CACHE") or Path.home() / ".cache" / "alexnet")
+
+
+def cache_dir(kind: str) -> Path:
+    """The cache's folder for one kind of thing: data statistics, data sets downloaded once, or
+    compiled kernels, kept apart so that clearing one leaves the others."""
+    if kind not in CACHE_KINDS:
+        raise ValueError(f"unknown cache kind {kind!r}; one of {CACHE_KINDS}")
+    return cache_root() / kind
 
 
 def write_atomically(path: Path | str, write: Callable[[BinaryIO], object]) -> None:

@@ -31,9 +31,9 @@ from tqdm import tqdm
 
 from alexnet.data import DataStats, FileSource, ImageSource, make_batches
 from alexnet.data.batches import forward_batch_size, preprocess
-from alexnet.data.dataset import FileEntry
-from alexnet.data.given import GivenImages, ImageLike
-from alexnet.data.windows import ten_crop_views
+from alexnet.data.loading.windows import ten_crop_views
+from alexnet.data.sources.dataset import FileEntry
+from alexnet.data.sources.given import GivenImages, ImageLike
 from alexnet.evaluate import class_probabilities, images_per_batch
 from alexnet.export import read_safetensors
 from alexnet.files import write_text_atomically

@@ -26,8 +26,8 @@ from torch import nn
 from tqdm import tqdm
 
 from alexnet.data import DataError, open_splits
-from alexnet.data.loader import derive_seed
-from alexnet.data.sources import absolute_source
+from alexnet.data.loading.process_loader import derive_seed
+from alexnet.data.sources.specs import absolute_source
 from alexnet.errors import TrainingDiverged
 from alexnet.evaluate import evaluate
 from alexnet.files import remove_temporaries

@@ -72,7 +72,7 @@ def test_a_second_run_on_the_same_source_reuses_its_statistics(colour_tree, tmp_
         assert run([*argv, *TINY, "--set", "data.val_fraction=0.25"])[0] == 0
     assert "data statistics: 27 images at 64 px" in (tmp_path / "first" / "train.log").read_text()
     assert "data statistics: read from" in (tmp_path / "second" / "train.log").read_text()
-    assert len(list((tmp_path / "cache").glob("stats-*.pt"))) == 1
+    assert len(list((tmp_path / "cache" / "stats").glob("stats-*.pt"))) == 1
     assert not list((tmp_path / "second").glob("stats-*"))  # not kept per run folder
 
 

@@ -1,7 +1,8 @@
 """The paper's pipeline image by image (§2, §4.1), in plain float steps with torchvision's own
-crops: the independent reference the batched arithmetic (data/batches.py) is tested against.
+crops: the independent reference the batched arithmetic (data/transform/batch_transform.py) is tested against.
 
-1. `Prepare` (§2, the package's: data/downsample.py): shorter side to image_size, centre square.
+1. `Prepare` (§2, the package's: data/sources/downsample.py): shorter side to image_size,
+   centre square.
 2. float32, values 0-255; 3. minus the mean image;
 4. training: a random window (windows.draw_window, the draws the loader workers make), then one
    PCA lighting shift (α drawn after the window, as the workers draw it); testing: torchvision's
@@ -18,10 +19,10 @@ import torch
 from torch.utils.data import Dataset
 from torchvision.transforms.v2 import functional as F
 
-from alexnet.data.batches import check_sizes
-from alexnet.data.downsample import Prepare
 from alexnet.data.lighting import draw_alpha, lighting_shift
-from alexnet.data.windows import draw_window
+from alexnet.data.loading.windows import draw_window
+from alexnet.data.sources.downsample import Prepare
+from alexnet.data.transform.batch_transform import check_sizes
 
 
 def to_float(pixels: torch.Tensor) -> torch.Tensor:

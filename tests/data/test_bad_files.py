@@ -1,4 +1,4 @@
-"""Bad data: nothing crashes, nothing is hidden (data/decode.py, data/dataset.py)."""
+"""Bad data: nothing crashes, nothing is hidden (data/sources/decode.py, dataset.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from PIL import Image
 from pipeline_reference import Prepared, TransformedDataset
 
 from alexnet.data import DataError, compute_stats, make_loader
-from alexnet.data.dataset import FileSource
-from alexnet.data.decode import read_rgb
-from alexnet.data.downsample import Prepare
-from alexnet.data.folder import (
+from alexnet.data.sources.dataset import FileSource
+from alexnet.data.sources.decode import read_rgb
+from alexnet.data.sources.downsample import Prepare
+from alexnet.data.sources.folder import (
     find_image_files,
     open_folder_pair,
     printable,

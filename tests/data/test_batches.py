@@ -9,9 +9,10 @@ import torch
 from pipeline_reference import Reference, TransformedDataset, ten_crops
 
 from alexnet.data import ArraySource, DataStats, make_batches, make_loader, open_source
-from alexnet.data.batches import BatchTransform, CropItems, collate_crops
-from alexnet.data.prepare import Settings, prepare_store
-from alexnet.data.windows import cut_window, cut_windows, draw_window, eval_windows
+from alexnet.data.loading.items import CropItems, collate_crops
+from alexnet.data.loading.windows import cut_window, cut_windows, draw_window, eval_windows
+from alexnet.data.store.prepare import Settings, prepare_store
+from alexnet.data.transform.batch_transform import BatchTransform
 from alexnet.recipe import DataRecipe
 
 SIZE, CROP = 12, 9

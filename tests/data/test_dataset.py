@@ -10,8 +10,8 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
-from alexnet.data.dataset import ArraySource, DataError, stratified_split
-from alexnet.data.downsample import Prepare
+from alexnet.data.sources.dataset import ArraySource, DataError, stratified_split
+from alexnet.data.sources.downsample import Prepare
 
 
 def sklearn_split(labels, held_out, seed):
@@ -48,7 +48,7 @@ def test_a_class_of_one_image_is_refused():
 
 def test_splitting_imports_no_scikit_learn():
     code = (
-        "import sys\nfrom alexnet.data.dataset import stratified_split\n"
+        "import sys\nfrom alexnet.data.sources.dataset import stratified_split\n"
         "stratified_split([0, 0, 1, 1], ['a', 'b'], 0.5, 0, what='x')\n"
         "print('sklearn' in sys.modules)"
     )
@@ -78,7 +78,7 @@ def test_an_in_memory_set_is_prepared_once_per_size(monkeypatch):
         assert torch.equal(pixels, original(Prepare(64), source.load(index)[0]))
     source.pixels(0, 72)  # another size: another image
     assert calls == [64] * 5 + [72]
-    monkeypatch.setattr("alexnet.data.dataset.PREPARED_BYTES", 5 * 3 * 64 * 64 - 1)
+    monkeypatch.setattr("alexnet.data.sources.dataset.PREPARED_BYTES", 5 * 3 * 64 * 64 - 1)
     source.pixels(1, 64)
     source.pixels(1, 64)
     assert calls == [64] * 5 + [72, 64, 64]

@@ -1,4 +1,5 @@
-"""Fashion-MNIST and MNIST from their IDX files (data/idx.py), made here with numpy and gzip."""
+"""Fashion-MNIST and MNIST from their IDX files (data/sources/idx.py), made here with numpy
+and gzip."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import numpy as np
 import pytest
 
 from alexnet.data import DataError, open_source
-from alexnet.data.idx import FASHION_MNIST, IDX_DATA_SETS, MNIST
-from alexnet.data.sources import absolute_source
+from alexnet.data.sources.idx import FASHION_MNIST, IDX_DATA_SETS, MNIST
+from alexnet.data.sources.specs import absolute_source
 
 PACKAGE_FOLDER = Path("/usr/share/datasets/fashion-mnist")
 FILES = {
@@ -64,12 +65,13 @@ def data_error(spec: str, **options) -> str:
 
 @pytest.fixture
 def empty_cache(tmp_path: Path, monkeypatch) -> Path:
-    """An empty cache folder, and a Fashion-MNIST package folder that does not exist."""
+    """The cache's (empty) downloads folder, and a Fashion-MNIST package folder that does not
+    exist."""
     cache = tmp_path / "cache"
     monkeypatch.setenv("ALEXNET_CACHE", str(cache))
     no_package = dataclasses.replace(FASHION_MNIST, package_folder=tmp_path / "no-package")
     monkeypatch.setitem(IDX_DATA_SETS, "fashion-mnist", no_package)
-    return cache
+    return cache / "downloads"
 
 
 @pytest.mark.parametrize("gzipped", [True, False])

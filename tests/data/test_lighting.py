@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from alexnet.data import DataStats
-from alexnet.data.batches import BatchTransform, CropBatch
 from alexnet.data.lighting import draw_alpha, lighting_shift, rgb_pca
+from alexnet.data.loading.items import CropBatch
+from alexnet.data.transform.batch_transform import BatchTransform
 from alexnet.recipe import DataRecipe
 
 # An orthonormal basis (columns), and eigenvalues for it.

@@ -1,4 +1,5 @@
-"""Loaders: same seed, same batches; skipped files dropped and counted (data/loader.py)."""
+"""Loaders: same seed, same batches; skipped files dropped and counted
+(data/loading/process_loader.py)."""
 
 from __future__ import annotations
 
@@ -159,7 +160,7 @@ def test_a_resumed_pass_skips_the_steps_already_taken(dataset):
 
 
 def test_torchruns_local_processes_share_the_cores(monkeypatch):
-    from alexnet.data.loader import default_workers
+    from alexnet.data.loading.process_loader import default_workers
 
     cores = len(os.sched_getaffinity(0))
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")

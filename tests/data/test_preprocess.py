@@ -10,7 +10,7 @@ from PIL import Image
 
 from alexnet.data import DataError, DataStats
 from alexnet.data.batches import preprocess
-from alexnet.data.downsample import Prepare
+from alexnet.data.sources.downsample import Prepare
 from alexnet.evaluate import average_ten_crop
 from alexnet.recipe import DataRecipe
 

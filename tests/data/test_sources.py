@@ -15,8 +15,8 @@ from data_helpers import CIFAR_CLASSES, VAL_LABELS, WNIDS, save_image, write_tre
 from PIL import Image
 
 from alexnet.data import DataError, open_source
-from alexnet.data.folder import find_image_files
-from alexnet.data.ilsvrc import class_names
+from alexnet.data.sources.folder import find_image_files
+from alexnet.data.sources.ilsvrc import class_names
 
 
 def labels_of(source) -> list[int]:
@@ -314,7 +314,7 @@ def test_a_training_subset_is_fixed_by_the_split_seed(image_tree):
 def test_digits_read_from_scikit_learns_file_are_load_digits(monkeypatch):
     from sklearn.datasets import load_digits
 
-    from alexnet.data import digits
+    from alexnet.data.sources import digits
 
     reference = load_digits()
     images, target = digits.read_digits()

@@ -11,8 +11,9 @@ import torch
 from data_helpers import save_image, write_tree
 
 from alexnet.data import ArraySource, DataStats, compute_stats, open_source
-from alexnet.data.downsample import Prepare
-from alexnet.data.stats import StatsSums, stats_cache_dir
+from alexnet.data.sources.downsample import Prepare
+from alexnet.data.stats import StatsSums
+from alexnet.files import cache_dir
 
 
 def numpy_stats(source, size: int) -> dict[str, np.ndarray]:
@@ -138,10 +139,12 @@ def test_the_sums_do_not_depend_on_how_the_images_are_batched():
 
 def test_the_cache_is_one_folder_for_every_run(monkeypatch, tmp_path: Path):
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path / "mine"))
-    assert stats_cache_dir() == tmp_path / "mine"
+    assert cache_dir("stats") == tmp_path / "mine" / "stats"
     monkeypatch.delenv("ALEXNET_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert stats_cache_dir() == tmp_path / ".cache" / "alexnet"
+    assert cache_dir("stats") == tmp_path / ".cache" / "alexnet" / "stats"
+    kinds = [cache_dir(kind) for kind in ("stats", "downloads", "kernels")]
+    assert len(set(kinds)) == 3  # compiled code apart from data and statistics
 
 
 def test_a_cache_that_cannot_be_written_costs_a_warning_not_the_run(tmp_path: Path, caplog):

@@ -19,9 +19,9 @@ from PIL import Image
 from torchvision.io import decode_jpeg
 
 from alexnet.data import DataError, compute_stats, open_source
-from alexnet.data import prepare as prepare_module
-from alexnet.data.prepare import Settings, prepare_store
-from alexnet.data.store import PreparedSource
+from alexnet.data.store import prepare as prepare_module
+from alexnet.data.store.prepare import Settings, prepare_store
+from alexnet.data.store.read import PreparedSource
 
 SIZE = 16  # small images keep the suite fast; §2's arithmetic is the same at 256
 
@@ -117,7 +117,7 @@ def test_prepare_killed_by_sigkill_finishes_when_run_again(image_tree, tmp_path)
     script = """
 import os, signal, sys
 from alexnet.cli import main
-from alexnet.data import prepare
+from alexnet.data.store import prepare
 prepare.CHUNK, prepare.COMMIT_SECONDS = 3, 0.0
 commit, calls = prepare._commit, []
 def dying_commit(*args):

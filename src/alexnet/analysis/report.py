@@ -29,8 +29,8 @@ from alexnet.analysis.cache import cache_path, cached_file, cached_json, data_st
 from alexnet.analysis.plots import Neighbours, Top5, plot_neighbours, plot_top5
 from alexnet.analysis.retrieval import Features, cached_features, nearest_neighbours
 from alexnet.data import ImageSource, Splits, open_splits
-from alexnet.data.digits import digits_table
-from alexnet.data.sources import source_path
+from alexnet.data.sources.digits import digits_table
+from alexnet.data.sources.specs import source_path
 from alexnet.errors import UserError
 from alexnet.evaluate import evaluate_checkpoint
 from alexnet.files import remove_temporaries, write_text_atomically

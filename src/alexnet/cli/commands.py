@@ -169,7 +169,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from alexnet.data import DataError
-    from alexnet.data.folder import find_image_files, printable
+    from alexnet.data.sources.folder import find_image_files, printable
     from alexnet.inference import load, write_predictions_csv, write_predictions_json
 
     net = load(args.checkpoint, device=args.device or "auto", batch_size=args.batch_size)

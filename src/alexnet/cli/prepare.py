@@ -1,4 +1,5 @@
-"""The command line's `alexnet prepare SRC DST`: a thin call into data/prepare.py (§2 once)."""
+"""The command line's `alexnet prepare SRC DST`: a thin call into
+data/store/prepare.py (§2 once)."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ from alexnet.recipe import MIN_CROP, PRESETS, apply_overrides, load_recipe
 
 def _prepare(args: argparse.Namespace) -> int:
     from alexnet.data import open_source
-    from alexnet.data.prepare import Settings, prepare_store
-    from alexnet.data.sources import absolute_source
+    from alexnet.data.sources.specs import absolute_source
+    from alexnet.data.store.prepare import Settings, prepare_store
 
     recipe = load_recipe(args.recipe)
     recipe.data.crop_size = MIN_CROP  # only the image size matters here: any the net can crop

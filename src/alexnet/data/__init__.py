@@ -1,11 +1,12 @@
-"""The data side of the paper (§2, §4.1): sources, statistics, batches and loaders.
+"""The data side of the paper (§2, §4.1), in four wings that data flows through in turn:
 
-sources -> [prepare: store] -> batches -> loader: `open_source` gives training and validation
-images, `compute_stats` the mean image and RGB PCA of the training set, `make_batches` the
-batches training, evaluation and inference consume (uint8 crops from the workers, the one
-definition of the arithmetic on the device; batches.py), `make_loader` the loader under them.
-`prepare_store` (`alexnet prepare`) applies §2 once and writes a store that `open_source` opens
-like any other source.
+    sources/ -> [store/: §2 once] -> loading/: uint8 crops -> transform/: float images
+
+`open_source` (open.py) turns a `--data` string into training and validation images,
+`compute_stats` (stats.py) the training set's mean image and RGB PCA, `make_batches`
+(batches.py) the batches training, evaluation and inference consume, built from a loader and
+a `BatchTransform`. `alexnet prepare` (store/prepare.py) writes a store that `open_source`
+opens like any other source.
 """
 
 from __future__ import annotations
@@ -15,21 +16,21 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from alexnet.data.batches import make_batches
-    from alexnet.data.dataset import ArraySource, DataError, FileSource, ImageSource, Splits
-    from alexnet.data.loader import make_loader
-    from alexnet.data.sources import open_source, open_splits
+    from alexnet.data.loading.process_loader import make_loader
+    from alexnet.data.open import open_source, open_splits
+    from alexnet.data.sources.dataset import ArraySource, DataError, FileSource, ImageSource, Splits
     from alexnet.data.stats import DataStats, compute_stats
 
 _HOMES = {  # each name is imported from its module on first use: those modules need torch
     "make_batches": "batches",
-    "ArraySource": "dataset",
-    "DataError": "dataset",
-    "FileSource": "dataset",
-    "ImageSource": "dataset",
-    "Splits": "dataset",
-    "make_loader": "loader",
-    "open_source": "sources",
-    "open_splits": "sources",
+    "ArraySource": "sources.dataset",
+    "DataError": "sources.dataset",
+    "FileSource": "sources.dataset",
+    "ImageSource": "sources.dataset",
+    "Splits": "sources.dataset",
+    "make_loader": "loading.process_loader",
+    "open_source": "open",
+    "open_splits": "open",
     "DataStats": "stats",
     "compute_stats": "stats",
 }

@@ -28,10 +28,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from alexnet.data.dataset import DataError, ImageSource
 from alexnet.data.lighting import rgb_pca
-from alexnet.data.loader import default_workers
-from alexnet.files import cache_root, write_atomically
+from alexnet.data.loading.process_loader import default_workers
+from alexnet.data.sources.dataset import DataError, ImageSource
+from alexnet.files import write_atomically
 from alexnet.recipe import MAX_IMAGE_SIZE
 
 log = logging.getLogger("alexnet.data")
@@ -97,11 +97,6 @@ class DataStats:
         if not (state["channel_std"] > 0).all() or (state["eigenvalues"] < 0).any():
             raise DataError(f"{where}: data_stats.channel_std must be > 0 and eigenvalues >= 0")
         return cls(size, *(state[name].float() for name in shapes))
-
-
-def stats_cache_dir() -> Path:
-    """The folder every run's statistics are cached in: `$ALEXNET_CACHE` or ~/.cache/alexnet."""
-    return cache_root()
 
 
 class StatsSums:

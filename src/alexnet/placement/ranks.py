@@ -4,7 +4,8 @@
 LOCAL_RANK in their environment; `Ranks.from_environment()` reads them, `join` makes one group
 (NCCL on CUDA, gloo on the CPU), and each process trains a DistributedDataParallel copy.
 The recipe's batch size stays the global batch: each rank takes an equal share of every batch
-of the epoch's permutation (data/loader.py), so N processes see the images one process sees.
+of the epoch's permutation (data/loading/process_loader.py), so N processes see the images
+one process sees.
 Without torchrun's variables there is one rank and nothing here talks to anyone.
 """
 

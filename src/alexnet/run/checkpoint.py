@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from alexnet.data.dataset import DataError
+from alexnet.data.sources.dataset import DataError
 from alexnet.data.stats import DataStats
 from alexnet.errors import UserError
 from alexnet.files import write_atomically

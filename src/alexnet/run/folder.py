@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from alexnet.data.sources import absolute_source
+from alexnet.data.sources.specs import absolute_source
 from alexnet.placement.ranks import Ranks
 from alexnet.recipe import Recipe, RecipeError
 from alexnet.run import checkpoint

@@ -25,9 +25,8 @@ from torch import nn
 
 from alexnet.data import DataStats, Splits, compute_stats, make_batches
 from alexnet.data.batches import DeviceBatches, forward_batch_size
-from alexnet.data.stats import stats_cache_dir
 from alexnet.errors import TrainingDiverged
-from alexnet.files import FlushedInBackground, write_text_atomically
+from alexnet.files import FlushedInBackground, cache_dir, write_text_atomically
 from alexnet.model import AlexNet
 from alexnet.optim import PaperSGD, StepRate, plateau_schedule
 from alexnet.placement import Placement
@@ -110,7 +109,7 @@ def start_run(
     )
     placement.prepare()
     # §2 + §4.1: uint8 crops from the workers, the float arithmetic on the device. The epoch
-    # loop sets each pass's epoch (data/loader.py); workers: -1 is one per core.
+    # loop sets each pass's epoch (data/loading/process_loader.py); workers: -1 is one per core.
     loader_options = dict(
         workers=recipe.run.workers, seed=recipe.run.seed, device=placement.device,
         rank=placement.ranks.rank, world=placement.ranks.world, gpu_decode=recipe.run.gpu_decode,
@@ -172,13 +171,13 @@ def start_run(
 
 def _shared_stats(recipe: Recipe, splits: Splits, ranks: Ranks, progress: bool):
     """§2's mean image and RGB PCA: a store's own, or computed (and cached for every run on the
-    same data, stats.stats_cache_dir) by rank 0 only."""
+    same data, files.cache_dir("stats")) by rank 0 only."""
     stats = None
     if ranks.is_main:
         stats = compute_stats(
             splits.train,
             recipe.data.image_size,
-            cache_dir=stats_cache_dir(),
+            cache_dir=cache_dir("stats"),
             workers=recipe.run.workers,
             progress=progress,
         )

@@ -20,7 +20,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from alexnet.data.dataset import (
+from alexnet.data.sources.dataset import (
     UNREADABLE,
     DataError,
     FileEntry,
@@ -29,7 +29,7 @@ from alexnet.data.dataset import (
     empty_files_note,
     stratified_split,
 )
-from alexnet.data.decode import is_image_name
+from alexnet.data.sources.decode import is_image_name
 
 log = logging.getLogger("alexnet.data")
 

@@ -1,12 +1,12 @@
 """A batch's arithmetic on the CPU (batches.BatchTransform, §2, §4.1) as one compiled loop
-(crops_cpu.c, built by native.py): the same bits as its torch operations, one call a batch.
+(cpu_kernel.c, built by native.py): the same bits as its torch operations, one call a batch.
 
 Why: the torch operations are four small ones per crop, ~500 a batch of 128, each of which
-takes the GIL again when it returns. The loader's threads (crop_threads.py) take it between
+takes the GIL again when it returns. The loader's threads (loading/thread_loader.py) take it between
 every item too, so on 2 cores the training thread waited for the GIL hundreds of times a batch.
 The compiled loop holds it for none of its work (ctypes releases it) and reads each crop once:
 on 2 cores, one thread, batch 128 at 224 px, 36 µs an image against 100 for the torch
-operations (it writes 600 KB of floats an image, with streaming stores: crops_cpu.c).
+operations (it writes 600 KB of floats an image, with streaming stores: cpu_kernel.c).
 
 Where it cannot be built `takes()` is False and the torch operations run;
 ALEXNET_NATIVE_CROPS=0 (or `ENABLED = False`) keeps them anyway.
@@ -24,7 +24,7 @@ from torch import Tensor
 
 from alexnet import native
 
-SOURCE = Path(__file__).with_name("crops_cpu.c")
+SOURCE = Path(__file__).with_name("cpu_kernel.c")
 ENABLED = os.environ.get("ALEXNET_NATIVE_CROPS", "1") != "0"  # off: the torch operations
 
 _pointer, _long = ctypes.c_void_p, ctypes.c_long

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import torch
 from PIL import Image
 
-from alexnet.data.dataset import DataError, ImageSource
-from alexnet.data.decode import read_rgb, to_rgb
+from alexnet.data.sources.dataset import DataError, ImageSource
+from alexnet.data.sources.decode import read_rgb, to_rgb
 
 ImageLike = str | os.PathLike | Image.Image | torch.Tensor  # one image, as predict takes it
 

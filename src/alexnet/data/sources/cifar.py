@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet.data.dataset import ArraySource, DataError, Splits
+from alexnet.data.sources.dataset import ArraySource, DataError, Splits
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_BATCHES = [f"data_batch_{number}" for number in range(1, 6)]

@@ -1,5 +1,5 @@
 """The loader of a prepared store (§2 done once): crops cut by threads of the calling process
-into a ring of buffers it reuses (crop_buffers.py), the same batches `make_loader` gives.
+into a ring of buffers it reuses (batch_buffers.py), the same batches `make_loader` gives.
 
 A store's item costs little: decoding a 256² JPEG, or reading raw pixels, and cutting a 224²
 window. torch's DataLoader spends as much again around it: each batch's 19 MB of crops
@@ -58,9 +58,9 @@ from concurrent.futures import ThreadPoolExecutor, wait
 
 import torch
 
-from alexnet.data.crop_buffers import BufferRing, fill_batch
-from alexnet.data.crops import CropItems
-from alexnet.data.loader import default_workers, epoch_sampler
+from alexnet.data.loading.batch_buffers import BufferRing, fill_batch
+from alexnet.data.loading.items import CropItems
+from alexnet.data.loading.process_loader import default_workers, epoch_sampler
 
 PREFETCH = 2  # batches in the making per thread, as DataLoader's prefetch_factor
 

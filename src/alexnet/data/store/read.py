@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from alexnet.data.dataset import DataError, ImageSource, Splits
+from alexnet.data.sources.dataset import DataError, ImageSource, Splits
 from alexnet.data.stats import DataStats
 from alexnet.recipe import MAX_IMAGE_SIZE
 

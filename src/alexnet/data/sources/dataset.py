@@ -23,8 +23,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from alexnet.data.decode import read_rgb
-from alexnet.data.downsample import Prepare
+from alexnet.data.sources.decode import read_rgb
+from alexnet.data.sources.downsample import Prepare
 from alexnet.errors import UserError
 
 log = logging.getLogger("alexnet.data")

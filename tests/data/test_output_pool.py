@@ -1,11 +1,12 @@
-"""The CPU's float batches reuse their memory only once nothing holds it (data/reused_images.py)."""
+"""The CPU's float batches reuse their memory only once nothing holds it
+(data/transform/output_pool.py)."""
 
 from __future__ import annotations
 
 import torch
 
-from alexnet.data.crops import channels_last_empty
-from alexnet.data.reused_images import KEPT, ReusedImages
+from alexnet.data.loading.items import channels_last_empty
+from alexnet.data.transform.output_pool import KEPT, ReusedImages
 
 
 def crops(batch: int = 2) -> torch.Tensor:

@@ -25,9 +25,9 @@ import os
 import re
 from pathlib import Path
 
-from alexnet.data.dataset import DataError, FileEntry, FileSource, Splits
-from alexnet.data.decode import is_image_name
-from alexnet.data.folder import scan_image_folder, scan_train_folder, split_counts
+from alexnet.data.sources.dataset import DataError, FileEntry, FileSource, Splits
+from alexnet.data.sources.decode import is_image_name
+from alexnet.data.sources.folder import scan_image_folder, scan_train_folder, split_counts
 
 log = logging.getLogger("alexnet.data")
 WNID = re.compile(r"n\d{8}")

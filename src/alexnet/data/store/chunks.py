@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from alexnet.data.dataset import ImageSource
+from alexnet.data.sources.dataset import ImageSource
 from alexnet.data.stats import StatsSums
 
 

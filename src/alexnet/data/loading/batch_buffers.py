@@ -1,7 +1,7 @@
 """Batches of crops written in place into buffers allocated once and reused (§5: batches of 128).
 
 `fill_batch` makes the batch `make_loader` makes of `CropItems` (each item's window and α drawn
-from a generator seeded with (seed, epoch, index), loader.py; an unreadable item dropped and
+from a generator seeded with (seed, epoch, index), process_loader.py; an unreadable item dropped and
 counted), but cuts each crop straight into the next row of a given uint8 buffer: no tensor per
 item, no stacking, no allocation. `BufferRing` holds the buffers a loader cycles through and
 knows when one may be written again: once its batch is given back, and on CUDA once the copies
@@ -14,8 +14,8 @@ from collections import deque
 
 import torch
 
-from alexnet.data.crops import CropBatch, CropItems, channels_last_empty, no_crops
-from alexnet.data.loader import derive_seed
+from alexnet.data.loading.items import CropBatch, CropItems, channels_last_empty, no_crops
+from alexnet.data.loading.process_loader import derive_seed
 
 
 def fill_batch(
@@ -47,7 +47,7 @@ def fill_batch(
 
 
 class BufferRing:
-    """`count` uint8 buffers of `shape`, channels-last (crops.py), pinned for a CUDA device;
+    """`count` uint8 buffers of `shape`, channels-last (loading/items.py), pinned for a CUDA device;
     `take` one free, `give_back` it when its batch is done with, `writable` before writing into
     it again."""
 

@@ -19,22 +19,19 @@ SOURCE is one of
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 
-from alexnet.data.cifar import open_cifar10
-from alexnet.data.dataset import DataError, Splits, SubsetSource
-from alexnet.data.digits import open_digits
-from alexnet.data.folder import open_folder_pair, open_folder_tree
-from alexnet.data.idx import IDX_DATA_SETS, open_idx
-from alexnet.data.ilsvrc import is_ilsvrc_train, open_ilsvrc
-from alexnet.data.store import is_store, is_unfinished_store, open_store
+from alexnet.data.sources.cifar import open_cifar10
+from alexnet.data.sources.dataset import DataError, Splits, SubsetSource
+from alexnet.data.sources.digits import open_digits
+from alexnet.data.sources.folder import open_folder_pair, open_folder_tree
+from alexnet.data.sources.idx import IDX_DATA_SETS, open_idx
+from alexnet.data.sources.ilsvrc import is_ilsvrc_train, open_ilsvrc
+from alexnet.data.sources.specs import CIFAR_PREFIX
+from alexnet.data.store.read import is_store, is_unfinished_store, open_store
 from alexnet.recipe import DataRecipe
-
-CIFAR_PREFIX = "cifar10:"
-PATH_PREFIXES = (CIFAR_PREFIX, *(f"{name}:" for name in IDX_DATA_SETS))  # NAME:PATH sources
 
 
 def open_source(
@@ -95,27 +92,6 @@ def _without_train(splits: Splits, val_only: bool) -> Splits:
     """`splits`, with train dropped if val_only. For digits and a single tree only: their
     held-out split is drawn from every image, so they are opened in full all the same."""
     return dataclasses.replace(splits, train=None) if val_only else splits
-
-
-def absolute_source(spec: str) -> str:
-    """`spec` with its path made absolute, so a run's recipe works from any folder."""
-    if spec == "digits" or spec in IDX_DATA_SETS:
-        return spec
-    for prefix in PATH_PREFIXES:
-        if spec.startswith(prefix):
-            path = spec[len(prefix) :]
-            return prefix + os.path.abspath(os.path.expanduser(path)) if path else spec
-    return os.path.abspath(os.path.expanduser(spec))
-
-
-def source_path(spec: str) -> Path | None:
-    """The file-system path a source reads (its folder), or None for one without a path."""
-    if spec == "digits" or spec in IDX_DATA_SETS:
-        return None
-    for prefix in PATH_PREFIXES:
-        if spec.startswith(prefix):
-            return Path(spec[len(prefix) :]).expanduser() if spec[len(prefix) :] else None
-    return Path(spec).expanduser()
 
 
 def open_splits(recipe: DataRecipe, *, download: bool = False, val_only: bool = False) -> Splits:

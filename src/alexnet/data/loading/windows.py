@@ -15,6 +15,8 @@ from typing import NamedTuple
 
 import torch
 
+from alexnet.data.sources.downsample import centre_offset
+
 
 def draw_window(
     image_size: int, crop_size: int, flip: bool, generator: torch.Generator | None = None
@@ -27,11 +29,6 @@ def draw_window(
     top, left = torch.randint(0, room + 1, (2,), generator=generator).tolist() if room else (0, 0)
     flipped = flip and torch.rand((), generator=generator).item() < 0.5
     return top, left, flipped
-
-
-def centre_offset(image_size: int, crop_size: int) -> int:
-    """The centre window's top (and left), rounded as torchvision's center_crop rounds."""
-    return int(round((image_size - crop_size) / 2.0))
 
 
 CENTRE_VIEW = 4  # the centre window's place among `eval_windows`' ten

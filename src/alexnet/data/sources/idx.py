@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet.data.dataset import ArraySource, DataError, Splits
-from alexnet.data.stats import stats_cache_dir
+from alexnet.data.sources.dataset import ArraySource, DataError, Splits
+from alexnet.files import cache_dir
 
 UNSIGNED_BYTE = 0x08  # the IDX type code of uint8 data, the third byte of the magic number
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (count, rows, columns)
@@ -91,7 +91,7 @@ def open_idx(
     if folder is None:
         if not download:
             raise DataError(_not_found_message(data_set, path, candidates, needed))
-        root = stats_cache_dir() if path is None else path
+        root = cache_dir("downloads") if path is None else path
         _download(data_set, root)
         folder = _find_folder([root / data_set.torchvision_name / "raw"], needed)
         if folder is None:
@@ -210,7 +210,7 @@ def _candidate_folders(data_set: IdxDataSet, path: Path | None) -> list[Path]:
     if path is not None:
         return [path, path / data_set.torchvision_name / "raw"]
     package = [data_set.package_folder] if data_set.package_folder is not None else []
-    return package + [stats_cache_dir() / data_set.torchvision_name / "raw"]
+    return package + [cache_dir("downloads") / data_set.torchvision_name / "raw"]
 
 
 def _find_folder(candidates: list[Path], names: tuple[str, ...]) -> Path | None:
@@ -225,7 +225,7 @@ def _not_found_message(
 ) -> str:
     """One line: where it looked, for what, and the two ways to get the files."""
     looked = " and ".join(str(folder) for folder in candidates)
-    where = path if path is not None else stats_cache_dir()
+    where = path if path is not None else cache_dir("downloads")
     if data_set.package is not None:
         ways = (
             f"install it with `apt-get install {data_set.package}` (then use "

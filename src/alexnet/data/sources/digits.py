@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from alexnet.data.dataset import ArraySource, Splits, stratified_split
+from alexnet.data.sources.dataset import ArraySource, Splits, stratified_split
 
 TEST_FRACTION = 0.2
 

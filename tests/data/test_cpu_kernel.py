@@ -1,4 +1,4 @@
-"""The compiled loop for a batch's crops (data/crops_native.py, crops_cpu.c): values against a
+"""The compiled loop for a batch's crops (data/transform/cpu_kernel.py, .c): values against a
 float64 formula written out pixel by pixel, the same bits as BatchTransform's torch operations,
 which crops it takes, and the torch operations when it cannot be built."""
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 from test_batches import SIZE, random_stats
 
-from alexnet.data import crops_native
-from alexnet.data.batches import BatchTransform
-from alexnet.data.crops import CropBatch, channels_last_empty
+from alexnet.data.loading.items import CropBatch, channels_last_empty
+from alexnet.data.transform import cpu_kernel
+from alexnet.data.transform.batch_transform import BatchTransform
 from alexnet.recipe import DataRecipe
 
 CROP = 7
@@ -21,9 +21,9 @@ CROP = 7
 
 @pytest.fixture
 def loop():
-    if crops_native.library() is None:
+    if cpu_kernel.library() is None:
         pytest.skip("no C compiler here: the torch operations run instead (tested below)")
-    return crops_native
+    return cpu_kernel
 
 
 def random_batch(images: int, views: int, seed: int = 0) -> CropBatch:
@@ -112,14 +112,14 @@ def test_without_a_compiler_the_torch_operations_run_with_one_warning(
 ):
     monkeypatch.setenv("ALEXNET_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
-    crops_native.library.cache_clear()
+    cpu_kernel.library.cache_clear()
     try:
         batch = random_batch(3, 1)
         transform = transform_for(True, True)
         with caplog.at_level(logging.WARNING, logger="alexnet.native"):
             images = [transform(batch) for _ in range(2)]
     finally:
-        crops_native.library.cache_clear()  # the next test finds the real one
+        cpu_kernel.library.cache_clear()  # the next test finds the real one
     warnings = [r for r in caplog.records if "loop for a batch's crops is unavailable" in r.message]
     assert len(warnings) == 1
     shift = transform._shift(batch.alpha)

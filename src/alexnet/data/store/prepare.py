@@ -28,12 +28,12 @@ import torch
 from safetensors.torch import save
 from tqdm import tqdm
 
-from alexnet.data.dataset import DataError, ImageSource, Splits
-from alexnet.data.loader import default_workers
-from alexnet.data.prepare_chunks import ChunkResults
-from alexnet.data.sources import source_path
+from alexnet.data.loading.process_loader import default_workers
+from alexnet.data.sources.dataset import DataError, ImageSource, Splits
+from alexnet.data.sources.specs import source_path
 from alexnet.data.stats import StatsSums
-from alexnet.data.store import (
+from alexnet.data.store.chunks import ChunkResults
+from alexnet.data.store.read import (
     ENCODINGS,
     JOB,
     MANIFEST,

@@ -12,7 +12,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from alexnet.data.windows import centre_offset
+
+def centre_offset(image_size: int, crop_size: int) -> int:
+    """The centre window's top (and left), rounded as torchvision's center_crop rounds."""
+    return int(round((image_size - crop_size) / 2.0))
 
 
 class Prepare:

@@ -1,4 +1,5 @@
-"""A prepared store's loader (data/crop_threads.py, crop_buffers.py) against the reference, torch's
+"""A prepared store's loader (data/loading/thread_loader.py, batch_buffers.py) against the
+reference, torch's
 DataLoader over the same CropItems (make_loader, 0 workers): the same crops pixel for pixel, the
 same windows, α and labels, whatever the number of threads; skipped files, skip_steps and ranks
 as there; a yielded batch untouched until the next is asked for."""
@@ -13,9 +14,9 @@ import pytest
 import torch
 
 from alexnet.data import make_batches, make_loader, open_source
-from alexnet.data.crop_threads import ThreadedCrops, make_threaded_loader
-from alexnet.data.crops import CropItems, collate_crops
-from alexnet.data.prepare import Settings, prepare_store
+from alexnet.data.loading.items import CropItems, collate_crops
+from alexnet.data.loading.thread_loader import ThreadedCrops, make_threaded_loader
+from alexnet.data.store.prepare import Settings, prepare_store
 from alexnet.recipe import DataRecipe
 
 SIZE, CROP = 12, 9
@@ -120,7 +121,7 @@ def test_a_yielded_batch_is_not_written_until_the_next_is_asked_for(store):
         time.sleep(0.05)  # the threads run ahead into the other buffers
         assert torch.equal(crops.pixels, expected[step][0])
         addresses.append(crops.pixels.data_ptr())
-    ring = 2 * loader.num_workers + 1  # crop_threads.PREFETCH batches a thread, and one held
+    ring = 2 * loader.num_workers + 1  # thread_loader.PREFETCH batches a thread, and one held
     assert len(set(addresses)) == ring < len(addresses)  # buffers reused, no new ones
 
 
@@ -146,7 +147,7 @@ def test_threads_persist_for_training_only(store):
 
 def test_threads_run_torch_on_one_thread_each(store, monkeypatch):
     """Each crop's copy would otherwise start an OpenMP team in every loader thread, teams that
-    spin against each other on a small machine (crop_threads.py); the caller keeps its count."""
+    spin against each other on a small machine (thread_loader.py); the caller keeps its count."""
     counts = []
     pixels = store.pixels
 

@@ -1,5 +1,5 @@
 /* A batch's crops as the net sees them on the CPU (§2, §4.1): batches.py's arithmetic, one pass
- * over each crop. crops_native.py compiles this file on first use.
+ * over each crop. cpu_kernel.py compiles this file on first use.
  *
  * crops: `count` uint8 crops of crop x crop pixels, each (crop, crop, 3) in memory (the loader's
  * channels-last order); images: where the float32 results go, in the same order. windows:

@@ -3,7 +3,7 @@
 `CropItems` gives each item prepared as in §2 (a prepared store's images are already), its
 window drawn (windows.py: a random crop_size window mirrored with probability 1/2 for training;
 the centre, or §4.1's ten, for testing) and cut, still uint8, and its PCA lighting α drawn
-(lighting.py); loader.py seeds the draws per item from (seed, epoch, index). `collate_crops`
+(lighting.py); process_loader.py seeds the draws per item from (seed, epoch, index). `collate_crops`
 makes a `CropBatch` of them; batches.py does the arithmetic on the device.
 
 Crops keep the memory order of every decoder here, torchvision's and Pillow's: (c, c, 3), a
@@ -19,9 +19,9 @@ from typing import NamedTuple
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from alexnet.data.dataset import ImageSource
 from alexnet.data.lighting import draw_alpha
-from alexnet.data.windows import cut_window, draw_window, eval_windows
+from alexnet.data.loading.windows import cut_window, draw_window, eval_windows
+from alexnet.data.sources.dataset import ImageSource
 from alexnet.recipe import DataRecipe
 
 
