@@ -3,7 +3,9 @@ configuration training uses on the device and in a plain torch loop, and LRN alo
 `F.local_response_norm`.
 
 `training`: `train.training_step` with the paper's SGD and the `paper` recipe's placement: on
-CUDA bf16 autocast, channels_last, `torch.compile` and cuDNN's autotuner; on the CPU float32.
+CUDA bf16 autocast, channels_last, `torch.compile` and cuDNN's autotuner; on the CPU float32;
+dropout masks counted as training counts them (ops/dropout.py; the variant paper-drawn-dropout
+draws them from torch's generator instead).
 Its images are in the memory order of the loader's batches, channels-last (crops.py).
 `plain`: what a library user writes: `AlexNet(...)` on the device, `torch.optim.SGD` (momentum
 0.9, weight decay 5e-4), forward, `cross_entropy`, backward, step, nothing else. On the CPU both
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 from alexnet import AlexNet
 from alexnet.model import LocalResponseNorm, TowerConv2d
 from alexnet.ops import lrn_native
+from alexnet.ops.dropout import DropoutCounter
 from alexnet.optim import PaperSGD
 from alexnet.placement import Placement
 from alexnet.recipe import preset
@@ -42,6 +45,7 @@ VARIANTS = {
     "paper-groups": dict(variant="paper"),  # towers as one grouped convolution (CUDA: split)
     "paper-no-lrn": dict(variant="paper", lrn="off"),
     "paper-lrn-torch-ops": dict(variant="paper"),  # CPU: LRN without its compiled kernel
+    "paper-drawn-dropout": dict(variant="paper"),  # training loop: nn.Dropout's draws
     "one-tower": dict(variant="one-tower"),
     "owt": dict(variant="owt"),  # the reference
 }
@@ -61,6 +65,8 @@ def build(name: str, placement: Placement, loop: str):
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         return _one_grouped_convolution(model, name), optimizer, plain_step
     model = _one_grouped_convolution(placement.model(AlexNet(**VARIANTS[name])), name)
+    if name != "paper-drawn-dropout":
+        DropoutCounter.of(model, seed=0).before_step(1)
     optimizer = PaperSGD(model.parameters(), lr=0.01)
     return placement.step_model(model), optimizer, training_step
 

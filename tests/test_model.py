@@ -208,8 +208,10 @@ def test_dropout_active_in_train_mode_and_off_in_eval(variant):
 
 def test_dropout_sits_on_outputs_of_fc6_and_fc7():
     paper = [type(m).__name__ for m in AlexNet(dropout=0.3).classifier]
-    assert paper == ["Linear", "ReLU", "Dropout", "Linear", "ReLU", "Dropout", "Linear"]
-    assert all(m.p == 0.3 for m in AlexNet(dropout=0.3).classifier if isinstance(m, nn.Dropout))
+    assert paper == ["Linear", "ReLU", "CountedDropout", "Linear", "ReLU", "CountedDropout",
+                     "Linear"]  # fmt: skip
+    dropouts = [m for m in AlexNet(dropout=0.3).classifier if isinstance(m, nn.Dropout)]
+    assert [(m.p, m.layer) for m in dropouts] == [(0.3, 6), (0.3, 7)]
 
 
 def test_embed_returns_fc7_activations():

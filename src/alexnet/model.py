@@ -6,7 +6,8 @@ variant loads a `torchvision.models.alexnet` state_dict unchanged):
 - `"paper"`: 96-256-384-384-256 kernels; conv2, conv4 and conv5 split into two towers
   (`groups=2`, §3.2), conv3 and the fully connected layers read both; LRN after the ReLU of
   conv1 and conv2 (§3.3); overlapping max-pool 3/2 (§3.4); dropout 0.5 on the outputs of fc6
-  and fc7 (§4.2); the paper's init (§5). 60,965,224 parameters with 1000 classes.
+  and fc7 (§4.2; in training, masks counted rather than drawn: ops/dropout.py); the paper's
+  init (§5). 60,965,224 parameters with 1000 classes.
 - `"one-tower"`: the same without groups. 62,378,344 parameters.
 - `"half-width"`: one tower with half the kernels of every conv layer (48-128-192-192-128), the
   net §3.2 compares the two towers against ("half as many kernels in each convolutional layer
@@ -30,6 +31,7 @@ from torch import nn
 
 from alexnet.host_memory import keep_freed_memory
 from alexnet.ops import local_response_norm
+from alexnet.ops.dropout import CountedDropout
 
 Variant = Literal["paper", "one-tower", "half-width", "owt"]
 LRNConvention = Literal["paper", "cuda-convnet"]
@@ -182,9 +184,11 @@ class AlexNet(nn.Module):
             nn.Linear(4096, num_classes, device=device),
         )
         if variant == "owt":  # torchvision's order: dropout on the inputs of fc6 and fc7
-            head = [nn.Dropout(dropout), fc6, act(), nn.Dropout(dropout), fc7, act(), fc8]
+            head = [CountedDropout(dropout, layer=6), fc6, act(),
+                    CountedDropout(dropout, layer=7), fc7, act(), fc8]  # fmt: skip
         else:  # §4.2: dropout on the outputs of fc6 and fc7
-            head = [fc6, act(), nn.Dropout(dropout), fc7, act(), nn.Dropout(dropout), fc8]
+            head = [fc6, act(), CountedDropout(dropout, layer=6),
+                    fc7, act(), CountedDropout(dropout, layer=7), fc8]  # fmt: skip
         self.classifier = nn.Sequential(*head)
         self._fc7_end = head.index(fc7) + 2  # up to and including fc7's activation
         self.min_input_size = _smallest_input(self)

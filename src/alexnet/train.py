@@ -26,11 +26,11 @@ from torch import nn
 from tqdm import tqdm
 
 from alexnet.data import DataError, open_splits
-from alexnet.data.loading.process_loader import derive_seed
 from alexnet.data.sources.specs import absolute_source
 from alexnet.errors import TrainingDiverged
 from alexnet.evaluate import evaluate
 from alexnet.files import remove_temporaries
+from alexnet.ops.dropout import DropoutCounter
 from alexnet.optim import StepRate, plateau_ends_run
 from alexnet.placement import Placement
 from alexnet.placement.device import memory_of
@@ -90,6 +90,7 @@ def train_one_epoch(
     first_step: int = 0,
     stop: Callable[[], bool] = lambda: False,
     rate: StepRate | None = None,
+    dropout: DropoutCounter | None = None,
     steps_before: int = 0,
 ) -> dict[str, float | int]:
     """One pass over the training batches; returns loss, top-1 error, images, images/s, skips.
@@ -98,7 +99,8 @@ def train_one_epoch(
     a diverged run, and every PROGRESS_EVERY steps for the progress bar when it is shown.
     first_step: the steps of this epoch already taken (a run resumed mid-epoch); `stop()` is
     asked after every step, and true ends the pass there ("stopped", with "steps" done).
-    rate: sets ε before each step, the run's step `steps_before` + step (optim.StepRate).
+    rate: sets ε before each step, the run's step `steps_before` + step (optim.StepRate);
+    dropout: the dropout masks of that step (ops/dropout.py).
     """
     model.train()
     loss_sum = torch.zeros((), device=placement.device)
@@ -111,6 +113,8 @@ def train_one_epoch(
         if len(labels):
             if rate is not None:
                 rate.before_step(steps_before + step)
+            if dropout is not None:
+                dropout.before_step(steps_before + step)
             batch_loss, batch_wrong = training_step(model, optimizer, batch, labels, placement)
             loss_sum += batch_loss
             wrong += batch_wrong
@@ -236,13 +240,11 @@ def _train(run: Run, request: StopRequest, progress: bool, board: Board) -> dict
     recipe, ranks = run.recipe, run.ranks
     stop = (lambda: ranks.any(request.requested)) if ranks.world > 1 else lambda: request.requested
     for epoch in range(run.start_epoch, recipe.schedule.epochs + 1):
-        if ranks.world > 1:  # dropout masks: another stream on each rank
-            torch.manual_seed(derive_seed(recipe.run.seed, epoch, run.start_step, ranks.rank))
         run.train_batches.set_epoch(epoch, skip_steps=run.start_step)
         trained = train_one_epoch(
             run.step_model, run.optimizer, run.train_batches, run.placement,
             epoch=epoch, progress=progress, first_step=run.start_step, stop=stop,
-            rate=run.rate, steps_before=(epoch - 1) * run.steps_per_epoch,
+            rate=run.rate, dropout=run.dropout, steps_before=(epoch - 1) * run.steps_per_epoch,
         )  # fmt: skip
         lr = run.optimizer.param_groups[0]["lr"]  # ε at the epoch's last step
         trained = combine_partial(run.partial, reduce_metrics(trained, ranks))

@@ -3,8 +3,8 @@ gradients, exchange activations only into conv3, fc6-fc8 (and the LRN border), a
 keep the single-device layout.
 
 Both towers sit on the CPU here, but every tensor still goes through the split layers and the
-explicit exchanges. Logits are compared in eval mode; gradients in train mode with dropout 0
-(dropout masks are drawn per tower, so with dropout they differ by design).
+explicit exchanges. Logits are compared in eval mode; gradients in train mode, with dropout 0 and
+with the paper's 0.5, whose masks each tower counts by the feature's index in the whole layer.
 """
 
 import copy
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet import AlexNet
+from alexnet.ops.dropout import DropoutCounter
 from alexnet.optim import PaperSGD
 from alexnet.placement.towers import (
     TwoTowers,
@@ -29,6 +30,7 @@ from tests.test_train import tiny_recipe
 CPUS = (torch.device("cpu"), torch.device("cpu"))
 LOGIT_TOLERANCE = 1e-5  # relative to the largest logit; measured 2.4e-6 / 7.9 = 3e-7
 GRADIENT_TOLERANCE = 1e-6  # relative to the layer's largest gradient; measured 4.8e-7 / 7.9
+WEIGHT_TOLERANCE = 1e-4  # relative to the layer's largest weight, after training with dropout
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +47,11 @@ def images():
 
 def max_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
+
+
+def largest_relative_difference(a: dict, b: dict) -> float:
+    """The largest difference of any weight, relative to the largest weight of its tensor."""
+    return max(max_difference(a[k], b[k]) / a[k].abs().max().item() for k in a)
 
 
 def test_the_towers_hold_figure_2s_halves(pair):
@@ -83,19 +90,39 @@ def test_the_lrn_border_is_an_exchange_the_single_device_network_needs(pair, ima
     assert max_difference(got, expected) > LOGIT_TOLERANCE * expected.abs().max().item()  # 5x
 
 
-def test_gradients_match_the_groups_2_network(pair, images):
-    model, towers = pair
-    model.train(), towers.train()
+def gradient_differences(model, towers, images) -> dict[str, float]:
+    """Each weight's largest gradient difference, relative to its largest gradient, after one
+    training forward and backward of both networks (dropout: the masks of step 1)."""
     labels = torch.tensor([0, 1, 2, 4])
     for network in (model, towers):
+        network.train()
+        DropoutCounter.of(network, seed=0).before_step(1)
         network.zero_grad()
         F.cross_entropy(network(images), labels).backward()
     gradients = dict(model.named_parameters())
+    differences = {}
     for name, one, two in towers.pairs():
         expected = gradients[name].grad
-        got = torch.cat([one.grad, two.grad])
-        scale = expected.abs().max().item()
-        assert max_difference(got, expected) <= GRADIENT_TOLERANCE * max(scale, 1e-3), name
+        scale = max(expected.abs().max().item(), 1e-3)
+        differences[name] = max_difference(torch.cat([one.grad, two.grad]), expected) / scale
+    return differences
+
+
+def test_gradients_match_the_groups_2_network(pair, images):
+    differences = gradient_differences(*pair, images)
+    assert max(differences.values()) <= GRADIENT_TOLERANCE, differences
+
+
+def test_with_dropout_each_tower_drops_the_units_the_single_device_network_drops(images):
+    """Dropout 0.5 after fc6 and fc7, which each tower computes half of: the same gradients; and
+    where they must part, towers that count their features from 0 each drop other units."""
+    torch.manual_seed(0)
+    model = AlexNet(5, "paper", dropout=0.5, init="kaiming")
+    towers = TwoTowers(copy.deepcopy(model), CPUS)
+    assert max(gradient_differences(model, towers, images).values()) <= GRADIENT_TOLERANCE
+    apart = copy.copy(towers)
+    apart.plan = [("each" if what == "dropout" else what, key) for what, key in towers.plan]
+    assert max(gradient_differences(model, apart, images).values()) > 0.1
 
 
 def test_checkpoints_keep_the_single_device_layout(pair):
@@ -138,3 +165,13 @@ def test_training_with_the_split_matches_one_device(colour_tree, tmp_path):
     longer = apply_overrides(tiny_recipe(colour_tree, 2), [*settings, "run.model_parallel="])
     fit(longer, tmp_path / "two", resume_from=two, progress=False)
     assert checkpoint.load(tmp_path / "two")["epoch"] == 2
+
+
+def test_training_with_the_split_and_dropout_matches_one_device(colour_tree, tmp_path):
+    """Two epochs (6 steps) with the paper's dropout 0.5, one device against the split."""
+    for folder, split in (("one", ""), ("two", "cpu,cpu")):
+        recipe = apply_overrides(tiny_recipe(colour_tree, 2), [f"run.model_parallel={split}"])
+        assert recipe.model.dropout == 0.5
+        fit(recipe, tmp_path / folder, progress=False)
+    one, two = (checkpoint.load(tmp_path / folder)["model"] for folder in ("one", "two"))
+    assert largest_relative_difference(one, two) < WEIGHT_TOLERANCE

@@ -79,12 +79,17 @@ class Ranks:
                 "processes; the recipe's batch is the global batch"
             )
 
+    def first_sample(self, batch_size: int) -> int:
+        """Where this rank's share of a global batch starts (the loader's EpochSampler)."""
+        return self.rank * batch_size // self.world
+
     def wrap(self, model: nn.Module, device: torch.device) -> nn.Module:
-        """DistributedDataParallel around `model` (gradients averaged at each step)."""
+        """DistributedDataParallel around `model` (gradients averaged at each step). Its only
+        buffers say where each rank's share of the batch starts (ops/dropout.py): not rank 0's."""
         if self.world == 1:
             return model
         return DistributedDataParallel(
-            model, device_ids=[device] if device.type == "cuda" else None
+            model, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False
         )
 
     def sum(self, values: dict[str, float | int]) -> dict[str, float]:

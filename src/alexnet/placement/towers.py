@@ -11,6 +11,8 @@ adjacent maps of all 96 (then 256), so at the towers' border it reads two maps o
 tower. The towers swap those two maps before each LRN; without that the function would differ
 from the network that checkpoints hold. Checkpoints keep the single-device layout: each
 single-device weight (and its momentum) is the two towers' halves stacked along dim 0.
+Dropout (§4.2) drops in each tower the units the single-device network drops: its masks are
+counted by the feature's index in the whole layer (ops/dropout.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from alexnet.model import AlexNet, LocalResponseNorm
+from alexnet.ops.dropout import CountedDropout
 from alexnet.placement.device import resolve_device
 from alexnet.recipe import RecipeError
 
@@ -80,7 +83,8 @@ class TwoTowers(nn.Module):
                 self.plan.append(("reads both" if reads_both else "own tower", key))
             else:
                 self.stateless.append(module)
-                what = "lrn" if isinstance(module, LocalResponseNorm) else "each"
+                kinds = {LocalResponseNorm: "lrn", CountedDropout: "dropout"}
+                what = kinds.get(type(module), "each")
                 self.plan.append((what, str(len(self.stateless) - 1)))
 
     def pairs(self) -> list[tuple[str, nn.Parameter, nn.Parameter]]:
@@ -113,6 +117,9 @@ class TwoTowers(nn.Module):
                 one, two, whole = self.tower_one[key](one), self.tower_two[key](two), False
             elif what == "lrn":
                 one, two = self._lrn(self.stateless[int(key)], one, two)
+            elif what == "dropout":  # tower two's features follow tower one's: the same masks
+                dropout = self.stateless[int(key)]
+                one, two = dropout(one), dropout(two, first_feature=one.shape[1])
             else:
                 one, two = self.stateless[int(key)](one), self.stateless[int(key)](two)
         return torch.cat([one, two.to(self.devices[0])], dim=1)  # (B, classes)

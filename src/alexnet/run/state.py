@@ -28,6 +28,7 @@ from alexnet.data.batches import DeviceBatches, forward_batch_size
 from alexnet.errors import TrainingDiverged
 from alexnet.files import FlushedInBackground, cache_dir, write_text_atomically
 from alexnet.model import AlexNet
+from alexnet.ops.dropout import DropoutCounter
 from alexnet.optim import PaperSGD, StepRate, plateau_schedule
 from alexnet.placement import Placement
 from alexnet.placement.ranks import Ranks
@@ -59,6 +60,7 @@ class Run:
     schedule: torch.optim.lr_scheduler.ReduceLROnPlateau
     train_batches: DeviceBatches
     val_batches: DeviceBatches
+    dropout: DropoutCounter  # each step's masks from (seed, step, global sample): ops/dropout.py
     rate: StepRate | None = None  # ε set before each step: the warm-up, the linear shape
     steps_per_epoch: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl's lines
@@ -140,6 +142,9 @@ def start_run(
             forward_batch_size(batch_size),
             train=False,
             **loader_options,
+        ),
+        dropout=DropoutCounter.of(
+            network, recipe.run.seed, placement.ranks.first_sample(batch_size)
         ),
     )
     run.steps_per_epoch = len(run.train_batches)
