@@ -4,7 +4,8 @@ predict and `load()`; a single image is a batch of one (`preprocess`).
 `make_batches` joins the two halves: a loader of uint8 crops (loading/: worker processes for
 any source, threads of this process for a store read at its own size) and the `BatchTransform`
 that turns them into float images on the device (transform/). On CUDA a store of JPEGs can be
-decoded there instead (`gpu_decode`), with the same windows and lighting draws.
+decoded there instead (`gpu_decode`), with the same windows and lighting draws, and each batch
+is copied there one batch ahead, on a stream of its own (loading/copy_ahead.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 
 import torch
 
+from alexnet.data.loading.copy_ahead import CopiedAhead
 from alexnet.data.loading.items import CropItems, collate_crops
 from alexnet.data.loading.process_loader import make_loader
 from alexnet.data.loading.thread_loader import make_threaded_loader
@@ -43,7 +45,9 @@ class DeviceBatches:
 
     def __iter__(self):
         device = self.transform.device
-        for crops, labels, skipped in self.loader:
+        # on CUDA batch n+1's copy overlaps the step on batch n (loading/copy_ahead.py)
+        batches = CopiedAhead(self.loader, device) if device.type == "cuda" else self.loader
+        for crops, labels, skipped in batches:
             if len(labels) == 0:
                 yield torch.empty(0, device=device), labels.to(device), skipped
                 continue
@@ -81,10 +85,12 @@ def make_batches(
     ten_crop: bool = False,
     device: torch.device | str = "cpu",
     gpu_decode: bool = True,
+    native_kernels: bool = False,
     **loader_options,
 ) -> DeviceBatches:
-    """Batches of `source` as the net consumes them; loader_options go to loader.make_loader
-    (workers, seed, epoch, rank, world)."""
+    """Batches of `source` as the net consumes them; `native_kernels`: the arithmetic by its
+    compiled CPU loop, once built (the same bits); loader_options go to the loader (workers,
+    seed, epoch, rank, world)."""
     device = torch.device(device)
     if source.prepared_size not in (None, recipe.image_size):
         log.warning(
@@ -105,7 +111,10 @@ def make_batches(
             items, batch_size, train=train, device=pin_for, collate=collate_crops, **loader_options
         )
     lighting = train and recipe.pca_lighting
-    return DeviceBatches(loader, BatchTransform(recipe, stats, device, lighting=lighting))
+    transform = BatchTransform(
+        recipe, stats, device, lighting=lighting, native_kernels=native_kernels
+    )
+    return DeviceBatches(loader, transform)
 
 
 def preprocess(
