@@ -4,8 +4,10 @@
 # four variants at batch 128-1,024, the towers split and grouped, CUDA graphs against plain
 # compilation); the end-to-end rates from a prepared store of JPEGs and of raw pixels
 # (bench_data.py); the GPU ablations on all of Fashion-MNIST. Each part is bounded by `timeout`
-# (the limits add up to 590 s) so that one hang cannot eat the others' time; outputs go to
-# ${OUT:-gpu-checks}/, and gpu_results.py gathers them into ${OUT:-gpu-checks}/results.json.
+# (the limits add up to 590 s; a part past its limit gets SIGINT, so that pytest still writes its
+# report and the sweep keeps the batch sizes it measured, and SIGKILL 5 s later) so that one hang
+# cannot eat the others' time; outputs go to ${OUT:-gpu-checks}/, and gpu_results.py gathers them
+# into ${OUT:-gpu-checks}/results.json.
 #
 #     bash bench/gpu_checks.sh
 #     bash bench/gpu_checks.sh --device cpu --tiny   # the same parts on tiny shapes, no gpu tests
@@ -29,7 +31,7 @@ run() {  # run NAME SECONDS COMMAND...: output to the terminal and $out/NAME.txt
     shift 2
     echo "=== $name: $*"
     local start=$SECONDS
-    timeout "$seconds" "$@" 2>&1 | tee "$out/$name.txt"
+    timeout --signal=INT --kill-after=5 "$seconds" "$@" 2>&1 | tee "$out/$name.txt"
     local status=${PIPESTATUS[0]}
     echo "=== $name: exit $status after $((SECONDS - start)) s"
     printf '%s\t%s\t%s\t%s\n' "$name" "$status" "$((SECONDS - start))" "$seconds" >> "$out/parts.tsv"
@@ -41,7 +43,7 @@ if [ "$tiny" = 1 ]; then  # every command line below, on shapes a CPU runs in se
     jpeg=(--images 40 --batch-size 4 --repeats 1 --workers 0)  # 10 classes, 4 images each
     raw=("${jpeg[@]}")
 else
-    sweep=(--batch-sizes 128,256,512,1024 --budget-s 100)
+    sweep=(--batch-sizes 128,256,512,1024 --budget-s 90)
     at_128=(--batch-sizes 128)
     jpeg=(--images 4096 --repeats 2)
     raw=(--images 2048 --repeats 2)
@@ -54,19 +56,19 @@ if [ "$device" = cuda ]; then
     # Only the files that hold gpu tests (found, not listed, so a new one is not missed): the GPU
     # machine's image lacks some of the dev extras that collecting the whole suite could need.
     mapfile -t gpu_test_files < <(grep -rl "pytest.mark.gpu" tests --include="test_*.py" | sort)
-    run gpu_tests 130 "$python" -m pytest -q -p no:cacheprovider -m gpu \
+    run gpu_tests 150 "$python" -m pytest -q -p no:cacheprovider -m gpu \
         --junitxml="$out/gpu_tests.xml" "${gpu_test_files[@]}"
 fi
 step=("$python" bench/bench_device_step.py --device "$device")
-run step_sweep 150 "${step[@]}" "${sweep[@]}" --variants paper,paper-no-lrn,one-tower,owt \
+run step_sweep 140 "${step[@]}" "${sweep[@]}" --variants paper,paper-no-lrn,one-tower,owt \
     --json "$out/step_sweep.json" --profile-dir "$out/step_profiles"
 run towers 45 "${step[@]}" "${at_128[@]}" --variants paper-split,paper-grouped \
     --json "$out/towers.json" --profile-dir "$out/towers_profiles"
-run cuda_graphs 55 "${step[@]}" "${at_128[@]}" --variants paper,owt \
+run cuda_graphs 50 "${step[@]}" "${at_128[@]}" --variants paper,owt \
     --compile-mode reduce-overhead --json "$out/cuda_graphs.json" \
     --profile-dir "$out/cuda_graphs_profiles"
 run store_jpeg 75 "$python" bench/bench_data.py --device "$device" --format jpeg "${jpeg[@]}"
-run store_raw 45 "$python" bench/bench_data.py --device "$device" --format raw "${raw[@]}"
+run store_raw 40 "$python" bench/bench_data.py --device "$device" --format raw "${raw[@]}"
 # >>> SLOT: the GPU ablations on all 60,000 Fashion-MNIST images (issue 31 gives the command).
 run ablations 90 echo "no ablation command yet"
 # <<< SLOT
