@@ -1,13 +1,17 @@
-"""files.FlushedInBackground: a checkpoint's flush to disk off the training path, still atomic."""
+"""files.py's atomic writers: a checkpoint's flush to disk off the training path, still atomic;
+a file written over keeps its permission bits; an error names the file asked for."""
 
+import errno
 import os
 import signal
+import stat
 import threading
+from pathlib import Path
 
 import pytest
 
 import alexnet.files
-from alexnet.files import FlushedInBackground
+from alexnet.files import UMASK, FlushedInBackground, write_atomically, write_text_atomically
 
 
 def test_the_old_file_stays_until_the_new_one_is_flushed(tmp_path, monkeypatch):
@@ -108,3 +112,76 @@ def test_a_ctrl_c_during_wait_is_raised_once_the_file_is_in_place(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         writer.wait()
     assert release.is_set() and path.read_bytes() == b"new"
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("before", [0o600, 0o640, 0o755, 0o4755])
+def test_a_file_written_over_keeps_its_permission_bits(tmp_path, before):
+    path = tmp_path / "predictions.csv"
+    path.write_text("old")
+    os.chmod(path, before)
+    write_text_atomically(path, "new")
+    assert path.read_text() == "new"
+    assert mode(path) == before & 0o777  # set-user-ID stays with the file replaced
+
+
+def test_a_checkpoint_written_in_the_background_keeps_its_bits_and_a_new_file_gets_the_umasks(
+    tmp_path,
+):
+    path = tmp_path / "last.pt"
+    writer = FlushedInBackground()
+    writer.write(path, lambda file: file.write(b"first"))
+    writer.wait()
+    assert mode(path) == 0o666 & ~UMASK  # not mkstemp's 0600
+    os.chmod(path, 0o600)
+    writer.write(path, lambda file: file.write(b"second"))
+    writer.wait()
+    assert path.read_bytes() == b"second" and mode(path) == 0o600
+
+
+def assert_names_the_path(error: pytest.ExceptionInfo, path: Path) -> None:
+    assert error.value.filename == str(path) and error.value.filename2 is None
+    assert ".tmp" not in str(error.value)
+
+
+def test_an_output_over_a_folder_names_the_output_and_leaves_no_temporary(tmp_path):
+    folder = tmp_path / "out.csv"
+    folder.mkdir()
+    with pytest.raises(IsADirectoryError) as error:
+        write_text_atomically(folder, "rows")
+    assert_names_the_path(error, folder)
+    assert os.listdir(tmp_path) == ["out.csv"] and os.listdir(folder) == []
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys"), reason="needs Linux's /sys")
+def test_an_output_in_a_folder_nobody_may_write_names_the_output():
+    path = Path("/sys/predictions.csv")  # not writable, by root neither
+    with pytest.raises(OSError) as error:
+        write_text_atomically(path, "rows")
+    assert_names_the_path(error, path)
+
+
+def test_a_full_disk_names_the_output_and_keeps_the_old_file(tmp_path):
+    path = tmp_path / "out.json"
+    path.write_text("old")
+
+    def full(file):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(OSError) as error:
+        write_atomically(path, full)
+    assert_names_the_path(error, path)
+    assert error.value.errno == errno.ENOSPC
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["out.json"]
+
+
+def test_an_error_about_another_file_keeps_its_name(tmp_path):
+    """Where the two must part: a parent that is a file is named as itself."""
+    parent = tmp_path / "notes.txt"
+    parent.write_text("a file")
+    with pytest.raises(OSError) as error:
+        write_text_atomically(parent / "out.csv", "rows")
+    assert error.value.filename == str(parent)

@@ -1,5 +1,8 @@
 """`alexnet.load`: a trained run classifies and embeds images as `alexnet eval` sees them."""
 
+import csv
+import json
+
 import pytest
 import torch
 from torchvision.transforms.v2 import functional as F
@@ -8,6 +11,7 @@ from alexnet import load
 from alexnet.data import DataError, open_splits
 from alexnet.data.sources.decode import read_rgb
 from alexnet.evaluate import evaluate_checkpoint
+from alexnet.inference import Prediction, write_predictions_csv, write_predictions_json
 from alexnet.run import checkpoint
 from alexnet.train import fit
 from tests.conftest import COLOURS, write_image
@@ -97,3 +101,23 @@ def test_predict_files_marks_unreadable_files_in_order(run, tmp_path):
     assert [prediction is None for _, prediction in results] == [False, True, False, False, True]
     readable = [paths[0], paths[2], paths[3]]
     assert [p for _, p in results if p] == net.predict(readable, top=1)
+
+
+FORMULA_NAMES = ["=1+1", "+1", "-1", "@SUM(A1)", "\tcmd", "\rcmd"]  # OWASP's six first characters
+
+
+def test_csv_cells_a_spreadsheet_would_evaluate_get_a_quote_and_json_keeps_them(tmp_path):
+    rows = [(f"{name}.png", Prediction([name, "a-b"], [0.75, 0.25])) for name in FORMULA_NAMES]
+    rows.append(("cat.png", Prediction(["cat", "'quoted"], [0.5, 0.5])))
+    write_predictions_csv(tmp_path / "p.csv", rows)
+    with open(tmp_path / "p.csv", newline="") as file:
+        cells = list(csv.reader(file))
+    assert cells[0] == ["path", "class_1", "probability_1", "class_2", "probability_2"]
+    for name, line in zip(FORMULA_NAMES, cells[1:], strict=False):
+        assert line == [f"'{name}.png", f"'{name}", "0.750000", "a-b", "0.250000"]
+    assert cells[-1] == ["cat.png", "cat", "0.500000", "'quoted", "0.500000"]  # left as it is
+    write_predictions_json(tmp_path / "p.json", rows, skipped=["=skipped.png"])
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert [p["path"] for p in report["predictions"]] == [path for path, _ in rows]
+    assert [p["classes"][0] for p in report["predictions"]][:6] == FORMULA_NAMES
+    assert report["skipped"] == ["=skipped.png"]

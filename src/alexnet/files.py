@@ -7,6 +7,7 @@ import errno
 import fcntl
 import logging
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterable
@@ -47,7 +48,8 @@ def write_atomically(path: Path | str, write: Callable[[BinaryIO], object]) -> N
     """`write(file)` to a temporary file beside `path`, flushed to disk, then renamed to `path`.
 
     Readers see the old file or the new one, never a partial one; on failure the temporary file
-    is removed and the old file stays.
+    is removed and the old file stays. A file replaced keeps its permission bits; an error
+    names `path`, never the temporary file.
     """
     temporary = _written_beside(Path(path), write)
     try:
@@ -58,26 +60,62 @@ def write_atomically(path: Path | str, write: Callable[[BinaryIO], object]) -> N
 
 
 def _written_beside(path: Path, write: Callable[[BinaryIO], object]) -> Path:
-    """A temporary file `.NAME.<random>.tmp` beside `path`, holding what `write` wrote."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """A temporary file `.NAME.<random>.tmp` beside `path`, holding what `write` wrote, with the
+    permission bits of the file at `path` (a new one's: 0666 less the umask)."""
     try:
-        os.chmod(temporary, 0o666 & ~UMASK)  # mkstemp's 0600 would hide the file from others
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
+    except OSError as error:
+        raise _naming(path, error) from None
+    try:
+        os.chmod(temporary, _mode_for(path))  # mkstemp's 0600 would hide a new file from others
         with os.fdopen(handle, "wb") as file:
             write(file)
-    except BaseException:
+    except BaseException as error:
         Path(temporary).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise _naming(path, error) from None
         raise
     return Path(temporary)
 
 
-def _flush_and_rename(temporary: Path, path: Path) -> None:
-    descriptor = os.open(temporary, os.O_RDONLY)
+def _mode_for(path: Path) -> int:
+    """The permission bits of the regular file at `path` (a 0600 one stays private), else those
+    of a new file. Never set-user-ID and the like: they belong to the file replaced."""
     try:
-        os.fsync(descriptor)  # the data on disk before the name points at it
-    finally:
-        os.close(descriptor)
-    os.replace(temporary, path)
+        status = os.stat(path)
+    except OSError:
+        return 0o666 & ~UMASK
+    return stat.S_IMODE(status.st_mode) & 0o777 if stat.S_ISREG(status.st_mode) else 0o666 & ~UMASK
+
+
+def _naming(path: Path, error: OSError) -> OSError:
+    """`error` naming `path` where it named only `path`, a temporary file beside it or no file
+    (a full disk), so that the message names the file the user asked for."""
+
+    def ours(name) -> bool:
+        named = Path(os.fsdecode(name))
+        temporary = named.name.startswith(f".{path.name}.") and named.name.endswith(".tmp")
+        return named == path or temporary
+
+    names = [name for name in (error.filename, error.filename2) if name is not None]
+    if error.errno is None or not all(map(ours, names)):
+        return error  # about another file: a parent folder that is a file, say
+    return type(error)(error.errno, error.strerror, str(path))
+
+
+def _flush_and_rename(temporary: Path, path: Path) -> None:
+    try:
+        descriptor = os.open(temporary, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)  # the data on disk before the name points at it
+        finally:
+            os.close(descriptor)
+        os.replace(temporary, path)
+    except OSError as error:
+        raise _naming(path, error) from None
 
 
 def _hand_back_cached_pages(path: Path) -> None:
@@ -244,8 +282,9 @@ def same_file(first: Path | str, second: Path | str) -> bool:
 
 
 def refuse_overwriting(outputs: Iterable[Path | str | None], inputs: Iterable[Path | str]) -> None:
-    """Raise OverwritesInput (naming both) when an output would replace one of the inputs;
-    checked before anything is written. None outputs (not asked for) are left out."""
+    """Raise OverwritesInput (naming both) when an output would replace one of the inputs, or
+    lie inside an input that is a folder (a data set, a store); checked before anything is
+    written. None outputs (not asked for) are left out."""
     inputs = [Path(path) for path in inputs]
     for output in filter(None, outputs):
         for source in inputs:
@@ -253,9 +292,18 @@ def refuse_overwriting(outputs: Iterable[Path | str | None], inputs: Iterable[Pa
                 raise OverwritesInput(
                     f"{output} is {source}, which this command reads; write the output elsewhere"
                 )
+            if source.is_dir() and inside(output, source):
+                raise OverwritesInput(
+                    f"{output} lies inside {source}, which this command reads; write the output "
+                    "elsewhere"
+                )
 
 
 def inside(path: Path | str, folder: Path | str) -> bool:
-    """True when `path` is `folder` or lies below it (both resolved, links followed)."""
+    """True when `path` is `folder` or lies below it: by their resolved paths, or because one
+    of `path`'s folders is `folder` itself (device and inode), as through a bind mount."""
     path, folder = Path(path).resolve(), Path(folder).resolve()
-    return path == folder or folder in path.parents
+    if path == folder or folder in path.parents:
+        return True
+    identity = _identity(folder)
+    return identity is not None and any(_identity(p) == identity for p in (path, *path.parents))

@@ -41,6 +41,7 @@ from alexnet.placement import Placement
 from alexnet.run import checkpoint
 
 NAMES = ("class", "probability")  # the CSV's column pair for each of the top classes
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet evaluates such a cell
 
 
 class Prediction(NamedTuple):
@@ -181,7 +182,7 @@ class TrainedNetwork:
         batches = make_batches(
             source, self.recipe, self.stats, self._batch_size(ten_crop), train=False,
             ten_crop=ten_crop, device=self.placement.device, workers=workers,
-            gpu_decode=self.gpu_decode,
+            gpu_decode=self.gpu_decode, native_kernels=self.placement.native_kernels,
         )  # fmt: skip
         with tqdm(total=len(source), desc="predict", unit="img", disable=not progress) as bar:
             for images, positions, skipped in batches:
@@ -228,17 +229,25 @@ def _check_top(top: int) -> None:
 
 def write_predictions_csv(path: str | os.PathLike, rows: Sequence[tuple[str, Prediction]]) -> None:
     """One line per image: path, class_1, probability_1, ..., class_K, probability_K; written
-    atomically. Skipped files have no line (the warnings named them)."""
+    atomically. Skipped files have no line (the warnings named them). Paths and class names
+    are `spreadsheet_text`: the JSON keeps them as they are. Lines end in CRLF (RFC 4180), so
+    that a name holding a carriage return is quoted too."""
     top = max(len(prediction.classes) for _, prediction in rows)
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
+    text = io.StringIO(newline="")
+    writer = csv.writer(text, lineterminator="\r\n")
     writer.writerow(["path", *(f"{name}_{k}" for k in range(1, top + 1) for name in NAMES)])
     for image, prediction in rows:
-        cells = [image]
+        cells = [spreadsheet_text(image)]
         for name, probability in zip(*prediction, strict=True):
-            cells += [name, f"{probability:.6f}"]
+            cells += [spreadsheet_text(name), f"{probability:.6f}"]
         writer.writerow(cells)
     write_text_atomically(path, text.getvalue())
+
+
+def spreadsheet_text(text: str) -> str:
+    """`text` as a cell no spreadsheet evaluates: a leading ' before a first character that
+    starts a formula (OWASP's rule against CSV injection: a class named `=1+1`)."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
 def write_predictions_json(

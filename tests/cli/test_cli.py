@@ -7,6 +7,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -283,6 +284,36 @@ def test_predict_over_a_nested_folder_writes_csv_rows_and_skips(
         assert [float(p) for p in row[2::2]] == pytest.approx(prediction.probabilities, abs=1e-6)
 
 
+def test_predict_csv_is_safe_in_a_spreadsheet_keeps_a_private_files_mode_and_json_the_names(
+    trained_run, tmp_path, capsys
+):
+    """Images whose names start as a formula (OWASP's six characters), given as relative paths;
+    the CSV replaces a file of mode 0600."""
+    names = ["=1+1.png", "+1.png", "-1.png", "@SUM(A1).png", "\t1.png", "\r1.png"]
+    for name in names:
+        write_image(tmp_path / name, COLOURS["red"])
+    table, report = tmp_path / "private.csv", tmp_path / "p.json"
+    table.write_text("old")
+    table.chmod(0o600)
+    argv = ["predict", "--csv", str(table), "--json", str(report), "--workers", "0", "--"]
+    assert main([*argv, str(trained_run), *names]) == 0
+    with open(table, newline="") as file:
+        assert [row[0] for row in csv.reader(file)] == ["path", *(f"'{name}" for name in names)]
+    assert stat.S_IMODE(table.stat().st_mode) == 0o600
+    assert [row["path"] for row in json.loads(report.read_text())["predictions"]] == names
+    capsys.readouterr()
+
+
+def test_an_output_that_cannot_be_written_is_one_line_naming_it(trained_run, colour_tree,
+                                                                 tmp_path, capsys):  # fmt: skip
+    image = next((colour_tree / "red").iterdir())
+    folder = tmp_path / "out.csv"
+    folder.mkdir()
+    assert main(["predict", str(trained_run), str(image), "--csv", str(folder)]) == 2
+    assert one_error_line(capsys) == f"alexnet: error: {folder}: Is a directory"
+    assert sorted(os.listdir(tmp_path)) == ["out.csv"] and os.listdir(folder) == []
+
+
 def test_predict_globs_to_json(trained_run, photos, tmp_path, capsys):
     out = tmp_path / "predictions.json"
     pattern = str(photos / "**" / "*.jpg")
@@ -367,8 +398,8 @@ def test_disk_full_leaves_no_run_behind(tmp_path, colour_tree, monkeypatch, caps
     err = capsys.readouterr().err  # the log's lines so far, then the error
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (
-        f"alexnet: error: cannot write the run folder {run}: No space left on device; "
-        "no run was left there"
+        f"alexnet: error: cannot write the run folder {run}: No space left on device "
+        f"({run / 'metrics.jsonl'}); no run was left there"
     )
     assert not run.exists()
 
@@ -384,7 +415,9 @@ def test_disk_full_on_resume_keeps_the_last_checkpoint(trained_run, tmp_path, mo
     )
     assert main(["train", "--resume", str(run), "--epochs", "3", "--no-progress"]) == 2
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last_line.endswith("No space left on device; its last checkpoint is kept")
+    assert last_line.endswith(
+        f"No space left on device ({run / 'last.pt'}); its last checkpoint is kept"
+    )  # the file the write was for, not its temporary file
     assert (run / "last.pt").read_bytes() == before
     assert not list(run.glob(".*.tmp"))
 
