@@ -124,11 +124,13 @@ def evaluate(
     progress: bool = False,
     description: str = "eval",
     views: TenCropViews | None = None,
+    wrong: list[torch.Tensor] | None = None,
 ) -> dict[str, dict[str, float | int]]:
     """Mean loss and top-1/top-5 error (fractions) over `(images, labels, skipped)` batches,
     per view: "centre crop"; for ten-crop batches (whose distinct `views` are needed) also "ten
     crops", the centre crop's figures then coming from its view among the ten (§4.1), with no
-    forward pass of its own."""
+    forward pass of its own. `wrong`, if given, receives each batch's per-image top-1 misses of
+    the first view (ten crops when there are ten), for tests paired by image."""
     model.eval()
     sums: dict[str, _Sums] = {}
     images, skipped = 0, 0
@@ -144,6 +146,8 @@ def evaluate(
             figures = [("centre crop", class_probabilities(model, batch, placement))]
         for name, probabilities in figures:
             sums.setdefault(name, _Sums(placement.device)).add(probabilities, labels)
+        if wrong is not None:
+            wrong.append((figures[0][1].argmax(dim=1) != labels).cpu())
         images += len(labels)
     if images == 0:
         raise DataError(f"no readable images to evaluate ({skipped} skipped)")
@@ -160,9 +164,10 @@ def evaluate_checkpoint(
     workers: int | None = None,
     device: str = "auto",
     progress: bool = False,
+    wrong: list[torch.Tensor] | None = None,
 ) -> tuple[str, dict[str, dict[str, float | int]]]:
     """A checkpoint on its validation set (or `data`): the set's description and, per view
-    ("centre crop", and "ten crops" if asked), the figures `evaluate` returns."""
+    ("centre crop", and "ten crops" if asked), the figures `evaluate` returns (and `wrong`)."""
     recipe = checkpoint.recipe_of(state)
     if data:
         recipe.data.source = data
@@ -187,5 +192,6 @@ def evaluate_checkpoint(
     description = "ten crops" if ten_crop else "centre crop"
     views = ten_crop_views(recipe.data.image_size, recipe.data.crop_size)
     return splits.description, evaluate(
-        model, loader, placement, progress=progress, description=description, views=views
-    )
+        model, loader, placement, progress=progress, description=description, views=views,
+        wrong=wrong,
+    )  # fmt: skip

@@ -108,20 +108,29 @@ def _fitted(image: np.ndarray, size: int) -> np.ndarray:
 
 
 def plot_training_error(
-    curves: dict[str, tuple[Sequence[float], Sequence[float]]],
+    curves: dict[str, Sequence[tuple[Sequence[float], Sequence[float]]]],
     path: Path,
     targets: Sequence[float] = (0.25,),
+    floor: float | None = None,
 ) -> None:
-    """Figure 1: training error rate against epochs, ReLU solid, tanh dashed, a dotted line at
-    each target error (the paper's: 25%)."""
+    """Figure 1: training error rate against epochs, ReLU solid, tanh dashed: each seed's curve
+    thin, their mean thick; a dotted line at each target error (the paper's: 25%) and a red
+    line at the linear floor (the lowest error of a linear classifier trained the same way)."""
     figure, axis = plt.subplots(figsize=(5.5, 4))
-    for name, (epochs, errors) in curves.items():
+    for name, runs in curves.items():
         style = "-" if name == "relu" else "--"
         label = {"relu": "ReLU", "tanh": "tanh"}.get(name, name)
-        axis.plot(epochs, errors, style, color="black", linewidth=1.6, label=label)
+        for epochs, errors in runs:
+            axis.plot(epochs, errors, style, color="black", linewidth=0.6, alpha=0.45)
+        checks = min(len(errors) for _, errors in runs)  # a diverged seed stopped early
+        mean = np.mean([errors[:checks] for _, errors in runs], axis=0)
+        axis.plot(runs[0][0][:checks], mean, style, color="black", linewidth=2.2,
+                  label=f"{label} (mean of {len(runs)})" if len(runs) > 1 else label)  # fmt: skip
     for target in targets:
         axis.axhline(target, color="grey", linestyle=":", linewidth=1)
         axis.text(0, target, f" {target:.0%}", color="grey", va="bottom")
+    if floor is not None:
+        axis.axhline(floor, color="tab:red", linewidth=1.2, label=f"linear floor {floor:.1%}")
     axis.set(xlabel="epochs", ylabel="training error rate", ylim=(0, 0.75), xlim=(0, None))
     axis.legend()
     axis.grid(alpha=0.3)

@@ -4,22 +4,26 @@ Every run is an ordinary run folder, `OUT/<ablation>/seed-<n>/`, trained by `fit
 (or recipe file) with the paper's choices all on (two towers, LRN, overlapping pooling, PCA
 lighting, dropout), then the ablation's change, then the user's `--set` and flags. A run that
 stopped is resumed from its `last.pt`; a finished one is read, not retrained: rerunning the
-command continues where it stopped. The table gives the last epoch's validation top-1/top-5
-error, mean ± std over the seeds, the difference to the full net and the difference the paper
-reports beside it.
+command continues where it stopped. Each finished run's checkpoint is evaluated once more to
+keep which validation images it gets wrong (`val_wrong.json`), for the test paired by image.
+Once the full net's seeds are trained, the design's resolution is logged before any ablation
+trains (ablation_verdicts.py). The table gives the last epoch's validation top-1/top-5 error,
+mean ± std over the seeds, the difference to the full net paired by seed and by image, the
+verdict, and the difference the paper reports beside it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from alexnet.analysis.report import Section, Table, write_report
+from alexnet.analysis.report import Section, write_report
+from alexnet.evaluate import evaluate_checkpoint
+from alexnet.experiments.ablation_verdicts import ablation_table, compare, markdown, resolution
 from alexnet.files import write_text_atomically
 from alexnet.recipe import Recipe, apply_overrides, assign, load_recipe
 from alexnet.run import checkpoint
@@ -34,6 +38,7 @@ class Ablation(NamedTuple):
     name: str
     overrides: list[str]
     paper: str  # the paper's difference to the full net, top-1 / top-5 error points
+    effect: float | None = None  # the paper's top-1 difference (points), if it gives one
 
 
 PAPER_CHOICES = [  # the full net: every choice the ablations remove, switched on
@@ -45,11 +50,11 @@ PAPER_CHOICES = [  # the full net: every choice the ablations remove, switched o
 ]
 ABLATIONS = [
     Ablation("full", [], "—"),
-    Ablation("no-lrn", ["model.lrn=off"], "+1.4 / +1.2 (§3.3)"),
-    Ablation("non-overlapping-pool", ["model.overlapping_pool=false"], "+0.4 / +0.3 (§3.4)"),
-    Ablation("no-pca-lighting", ["data.pca_lighting=false"], "> +1 / — (§4.1)"),
+    Ablation("no-lrn", ["model.lrn=off"], "+1.4 / +1.2 (§3.3)", 1.4),
+    Ablation("non-overlapping-pool", ["model.overlapping_pool=false"], "+0.4 / +0.3 (§3.4)", 0.4),
+    Ablation("no-pca-lighting", ["data.pca_lighting=false"], "> +1 / — (§4.1)", 1.0),
     Ablation("no-dropout", ["model.dropout=0.0"], "substantial overfitting, no figure (§4.2)"),
-    Ablation("one-tower-half-width", ["model.variant=half-width"], "+1.7 / +1.2 (§3.2)"),
+    Ablation("one-tower-half-width", ["model.variant=half-width"], "+1.7 / +1.2 (§3.2)", 1.7),
 ]
 
 
@@ -87,23 +92,51 @@ def run_ablations(
         return _run_ablations(out, base, seeds, overrides or [], fields or {}, progress)
 
 
+def misses(run_dir: Path, recipe: Recipe) -> np.ndarray:
+    """Which validation images the run's last checkpoint gets wrong (top-1), in the validation
+    set's order; kept in `val_wrong.json` (indices) once evaluated."""
+    path = run_dir / "val_wrong.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        wrong = np.zeros(saved["images"], dtype=bool)
+        wrong[saved["wrong"]] = True
+        return wrong
+    collected: list = []
+    evaluate_checkpoint(checkpoint.load(run_dir / "last.pt"), device=recipe.run.device,
+                        wrong=collected)  # fmt: skip
+    wrong = np.concatenate([batch.numpy() for batch in collected])
+    saved = {"images": len(wrong), "wrong": np.flatnonzero(wrong).tolist()}
+    write_text_atomically(path, json.dumps(saved) + "\n")
+    return wrong
+
+
 def _run_ablations(out, base, seeds, overrides, fields, progress) -> dict:
-    results = {}
+    results, design = {}, {}
     for ablation in ABLATIONS:
-        records = [
-            train_or_resume(
-                ablation_recipe(base, ablation, seed, overrides, fields),
-                out / ablation.name / f"seed-{seed}",
-                progress,
-            )
-            for seed in range(seeds)
+        recipes = [
+            ablation_recipe(base, ablation, seed, overrides, fields) for seed in range(seeds)
         ]
-        results[ablation.name] = {
+        runs = [out / ablation.name / f"seed-{seed}" for seed in range(seeds)]
+        records = [train_or_resume(r, run, progress) for r, run in zip(recipes, runs, strict=True)]
+        result = {
             "overrides": ablation.overrides,
             "paper": ablation.paper,
             "top1": [r["val_top1_error"] for r in records],
             "top5": [r["val_top5_error"] for r in records],
+            "wrong": np.stack([misses(run, r) for r, run in zip(recipes, runs, strict=True)]),
         }
+        if ablation.name == "full":
+            design = resolution(result["top1"], result["wrong"])
+            log.info(
+                "full net: %.2f%% top-1 error (mean of %d seeds); smallest resolvable difference "
+                "(expected 95%% half-width of a paired difference): ±%.2f points over seeds, "
+                "±%.2f over the %d validation images (paired per image)",
+                100 * np.mean(result["top1"]), seeds, design["by_seed"], design["by_image"],
+                design["images"],
+            )  # fmt: skip
+        else:
+            result["comparison"] = compare(result, results["full"], ablation.effect)
+        results[ablation.name] = result
     recipe = ablation_recipe(base, ABLATIONS[0], 0, overrides, fields)
     summary = {
         "recipe": base,
@@ -112,7 +145,11 @@ def _run_ablations(out, base, seeds, overrides, fields, progress) -> dict:
         "data": recipe.data.source,
         "overrides": overrides,
         "fields": fields,
-        "ablations": results,
+        "resolution": design,
+        "ablations": {
+            name: {key: value for key, value in result.items() if key != "wrong"}
+            for name, result in results.items()
+        },  # fmt: skip
     }
     table = ablation_table(results)
     write_text_atomically(out / "ablations.json", json.dumps(summary, indent=2) + "\n")
@@ -121,68 +158,11 @@ def _run_ablations(out, base, seeds, overrides, fields, progress) -> dict:
         f"Recipe {base!r} with the paper's choices on, {seeds} seeds, {recipe.schedule.epochs} "
         f"epochs, data {recipe.data.source}; extra --set: {', '.join(overrides) or 'none'}; "
         f"flags: {', '.join(f'{k}={v}' for k, v in fields.items()) or 'none'}. "
-        "Validation error (%) at the last epoch, mean ± std over seeds; Δ: ablation − full net."
+        "Validation error (%) at the last epoch, mean ± std over seeds; Δ: ablation − full net, "
+        "95% intervals paired by seed (t) and by validation image (paired z); resolution "
+        f"expected before the ablations ran: ±{design['by_seed']:.2f} points over seeds, "
+        f"±{design['by_image']:.2f} over images."
     )
     section = Section("Ablations (§3.2-§4.2)", [text], table)
     write_report(out / "report.html", "Experiment: ablations", str(out), [section])
     return summary
-
-
-def paired_difference(ablation: list[float], full: list[float]) -> tuple[float, float, float]:
-    """The mean of the seed-paired differences ablation − full (each seed trains both on the
-    same split, order and augmentation draws) and its 95% interval (Student's t); a single seed
-    gives no interval (nan, nan)."""
-    differences = np.asarray(ablation) - np.asarray(full)
-    mean = float(differences.mean())
-    if len(differences) < 2:
-        return mean, math.nan, math.nan
-    from scipy.stats import t  # imported here: only the table needs it
-
-    half = (
-        t.ppf(0.975, len(differences) - 1) * differences.std(ddof=1) / math.sqrt(len(differences))
-    )
-    return mean, mean - half, mean + half
-
-
-def verdict(low: float, high: float) -> str:
-    """The paper reports every choice as helping: the ablation's error is higher."""
-    if math.isnan(low):
-        return "one seed: no interval"
-    if low > 0:
-        return "reproduced"
-    if high < 0:
-        return "reversed"
-    return "within noise"
-
-
-def ablation_table(results: dict[str, dict]) -> Table:
-    """Validation error, mean ± std over seeds; Δ top-1 (ablation − full) with its 95% interval
-    over the seed-paired differences, the verdict against the paper's direction, Δ top-5."""
-    full = results["full"]
-    rows = []
-    for name, result in results.items():
-        cells = [name]
-        for key in ("top1", "top5"):
-            errors = 100 * np.array(result[key])
-            cells.append(
-                f"{errors.mean():.2f} ± {errors.std(ddof=1 if len(errors) > 1 else 0):.2f}"
-            )
-        if name == "full":
-            cells += ["—", "—", "—"]
-        else:
-            mean, low, high = (
-                100 * value for value in paired_difference(result["top1"], full["top1"])
-            )
-            interval = "" if math.isnan(low) else f" [{low:+.2f}, {high:+.2f}]"
-            cells += [f"{mean:+.2f}{interval}", verdict(low, high)]
-            cells.append(f"{100 * (np.mean(result['top5']) - np.mean(full['top5'])):+.2f}")
-        rows.append([*cells, result["paper"]])
-    headers = ["ablation", "top-1 err", "top-5 err", "Δ top-1 [95% interval]", "verdict",
-               "Δ top-5", "paper Δ top-1/top-5"]  # fmt: skip
-    return Table(headers, rows)
-
-
-def markdown(table: Table) -> str:
-    lines = ["| " + " | ".join(table.headers) + " |", "|" + "---|" * len(table.headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in table.rows]
-    return "\n".join(lines)
