@@ -254,8 +254,8 @@ def test_relu_vs_tanh_over_seeds_with_the_linear_floor(tmp_path, colour_tree, ca
 
     drawn = {}
     monkeypatch.setattr(experiment, "plot_training_error",
-                        lambda curves, path, targets, floor: drawn.update(curves=curves,
-                                                                          floor=floor))  # fmt: skip
+                        lambda curves, path, targets, floor, title: drawn.update(
+                            curves=curves, floor=floor, title=title))  # fmt: skip
     out = tmp_path / "fig1"
     argv = ["experiment", "relu-vs-tanh", "--data", str(colour_tree), "--out", str(out)]
     argv += ["--epochs", "2", "--lrs", "0.003,0.01,0.03", "--batch-size", "8", "--seeds", "2"]
@@ -281,7 +281,7 @@ def test_relu_vs_tanh_over_seeds_with_the_linear_floor(tmp_path, colour_tree, ca
         assert len(result[name]["preactivation_std"]) == 4  # 3 convolutions, 1 fully connected
     assert len(result["tanh"]["saturated_first_epoch"]) == 3  # one per tanh layer
     assert result["relu"]["saturated_first_epoch"] == []
-    assert drawn["floor"] == result["linear_floor"]
+    assert drawn["floor"] == result["linear_floor"] and drawn["title"].startswith("raw inputs")
     level = result["levels"]["0.7"]
     if level["ratio"] is not None and not level["lower_bound"]:
         assert level["low"] <= level["ratio"] <= level["high"]

@@ -112,10 +112,12 @@ def plot_training_error(
     path: Path,
     targets: Sequence[float] = (0.25,),
     floor: float | None = None,
+    title: str | None = None,
 ) -> None:
     """Figure 1: training error rate against epochs, ReLU solid, tanh dashed: each seed's curve
     thin, their mean thick; a dotted line at each target error (the paper's: 25%) and a red
-    line at the linear floor (the lowest error of a linear classifier trained the same way)."""
+    line at the linear floor (the lowest error of a linear classifier trained the same way);
+    `title` names the condition."""
     figure, axis = plt.subplots(figsize=(5.5, 4))
     for name, runs in curves.items():
         style = "-" if name == "relu" else "--"
@@ -132,6 +134,8 @@ def plot_training_error(
     if floor is not None:
         axis.axhline(floor, color="tab:red", linewidth=1.2, label=f"linear floor {floor:.1%}")
     axis.set(xlabel="epochs", ylabel="training error rate", ylim=(0, 0.75), xlim=(0, None))
+    if title:
+        axis.set_title(title, fontsize=10)
     axis.legend()
     axis.grid(alpha=0.3)
     save_png(figure, path)

@@ -90,6 +90,7 @@ def run_experiment(
             {kind: [(r["curve"]["epochs"], r["curve"]["errors"]) for r in result[kind]["runs"]]
              for kind in ACTIVATIONS},
             out / "relu-vs-tanh.png", targets, result["linear_floor"],
+            f"{input_scale} inputs, {init} init, {seeds} seed{'s' * (seeds > 1)}",
         )  # fmt: skip
         write_text_atomically(out / "relu-vs-tanh.json", json.dumps(result, indent=2) + "\n")
         _write_report(result, out)
