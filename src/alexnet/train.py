@@ -27,9 +27,9 @@ from tqdm import tqdm
 
 from alexnet.data import DataError, open_splits
 from alexnet.data.sources.specs import absolute_source
-from alexnet.errors import TrainingDiverged
+from alexnet.errors import TrainingDiverged, UserError
 from alexnet.evaluate import evaluate
-from alexnet.files import remove_temporaries
+from alexnet.files import refuse_overwriting, remove_temporaries
 from alexnet.ops.dropout import DropoutCounter
 from alexnet.optim import StepRate, plateau_ends_run
 from alexnet.placement import Placement
@@ -167,6 +167,7 @@ def fit(
     run_dir = Path(run_dir)
     recipe.validate()
     recipe.data.source = absolute_source(recipe.data.source)  # eval, --resume from elsewhere
+    refuse_overwriting([run_dir], run_folder.data_inputs(recipe.data.source))
     run_folder.claim(run_dir, resuming=resume_from is not None)  # before a byte is written
     if resume_from is not None:
         check_resumable(resume_from, recipe, run_dir)
@@ -181,7 +182,7 @@ def fit(
     try:
         if ranks.is_main:
             folder_lock = run_folder.lock(run_dir)  # made here if new; held until the end
-            run_folder.claim(run_dir, resuming=resume_from is not None)  # again, under the lock
+            run_folder.claim(run_dir, resuming=resume_from is not None, quiet=True)  # again
             remove_temporaries(run_dir, run_folder.is_run_file)
             handler = run_folder.attach_log_file(run_dir)
         else:
@@ -196,6 +197,12 @@ def fit(
         _close(handler)
         handler = None
         raise RunError(_unwritable(run_dir, error, created and ranks.is_main)) from None
+    except UserError:
+        _close(handler)
+        handler = None
+        if created and ranks.is_main:  # a start that failed on the user's input leaves no folder
+            discard_unfinished(run_dir)
+        raise
     finally:
         board.close()
         _close(handler)

@@ -1,5 +1,7 @@
 """Checkpoints: atomic writes, safe loading, clear refusals, RNG state round trip."""
 
+import errno
+import io
 import os
 import random
 
@@ -7,11 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet import AlexNet
+from alexnet import AlexNet, files
+from alexnet.cli import main
 from alexnet.recipe import preset
 from alexnet.run import checkpoint
 from alexnet.run.checkpoint import CheckpointError
 from alexnet.run.state import finite, restore_rng_states, rng_states
+from alexnet.train import fit
+from tests.test_train import tiny_recipe
 
 
 def minimal_state(variant="paper", classes=("a", "b", "c")):
@@ -213,3 +218,31 @@ def test_the_weight_check_agrees_with_isfinite(bad):
             network[1].weight[2, 1] = bad
     expected = all(torch.isfinite(weight).all() for weight in network.parameters())
     assert finite(network) == expected == (bad is None)
+
+
+def test_a_full_disk_while_last_pt_is_written_is_one_line_and_keeps_the_one_before(
+    tmp_path, colour_tree, monkeypatch, capsys
+):
+    """The disk fills while epoch 2's last.pt is written: torch's zip writer turned the
+    failed write into a RuntimeError of its own (a traceback); now one line, and epoch 1's
+    checkpoint still loads."""
+    run = tmp_path / "run"
+    fit(tiny_recipe(colour_tree, epochs=1), run, progress=False)
+
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            if self.tell() + len(data) > 2**20:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(data)
+
+    monkeypatch.setattr(files.os, "fdopen", lambda handle, mode: FullDisk(handle, "w"))
+    argv = ["train", "--resume", str(run), "--epochs", "2", "--no-progress"]
+    assert main([*argv, "--set", "run.report=false"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"alexnet: error: cannot write the run folder {run}: No space left")
+    assert line.endswith("; its last checkpoint is kept")
+    monkeypatch.undo()
+    assert checkpoint.load(run)["epoch"] == 1
+    assert not list(run.glob(".*.tmp"))

@@ -1,6 +1,7 @@
 """A run folder belongs to one run (run/folder.py): claimed before a byte is written, locked
 while one process writes it, and its metrics read back whatever a kill left."""
 
+import json
 import logging
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import pytest
 
 from alexnet import files
 from alexnet.cli import main
+from alexnet.data import DataError
 from alexnet.recipe import RecipeError, assign
 from alexnet.run import checkpoint
 from alexnet.run.folder import LOCK, RunError, lock, read_metrics
@@ -138,3 +140,87 @@ def test_the_lock_holds_when_its_file_is_replaced_between_open_and_lock(tmp_path
     finally:
         third[0].kill()
         third[0].wait()
+
+
+def another_tools_run(folder):
+    """recipe.json, metrics.jsonl and train.log as another training tool writes them."""
+    folder.mkdir()
+    (folder / "recipe.json").write_text('{"model": "resnet50", "lr": 0.1}')
+    (folder / "metrics.jsonl").write_text('{"step": 100, "loss": 2.3}\n')
+    (folder / "train.log").write_text("[INFO] resnet50 started\n")
+
+
+def test_another_tools_files_under_a_runs_names_are_refused_and_unchanged(tmp_path,
+                                                                          colour_tree, capsys):  # fmt: skip
+    folder = tmp_path / "theirs"
+    another_tools_run(folder)
+    before = snapshot(folder)
+    argv = ["train", "--data", str(colour_tree), "--out", str(folder), "--epochs", "1"]
+    assert main([*argv, "--workers", "0", "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"alexnet: error: {folder} is not a run folder: its recipe.json was not written by "
+        "alexnet; give a new or empty folder"
+    ]
+    assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("metrics.jsonl", '{"epoch": 1, "loss": 0.5}\n'),
+        ("train.log", "Epoch 1/10 loss 0.5\n"),
+    ],
+)
+def test_a_runs_recipe_beside_another_tools_file_is_refused(tmp_path, colour_tree, name, content):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "recipe.json").write_text(tiny_recipe(colour_tree, epochs=1).to_json())
+    (folder / name).write_text(content)
+    before = snapshot(folder)
+    with pytest.raises(RunError, match=f"its {name} was not written by alexnet"):
+        fit(tiny_recipe(colour_tree, epochs=1), folder, progress=False)
+    assert snapshot(folder) == before
+
+
+def test_a_run_that_died_before_its_first_checkpoint_starts_again_and_says_so(tmp_path,
+                                                                              colour_tree, caplog):  # fmt: skip
+    folder = tmp_path / "run"
+    folder.mkdir()
+    recipe = tiny_recipe(colour_tree, epochs=1)
+    (folder / "recipe.json").write_text(recipe.to_json())
+    (folder / "metrics.jsonl").write_text("")
+    (folder / "train.log").write_text("2026-12-07 18:00:00,000 INFO data: 36 images\n")
+    with caplog.at_level(logging.WARNING, logger="alexnet"):
+        fit(recipe, folder, progress=False)
+    assert f"{folder} holds a run that ended before its first checkpoint" in caplog.text
+    assert [r["epoch"] for r in read_metrics(folder / "metrics.jsonl")] == [1]
+
+
+def test_an_error_found_after_the_lock_leaves_no_new_folder(tmp_path, colour_tree, monkeypatch):
+    def no_images(*args, **kwargs):
+        raise DataError("no readable training images in this epoch")
+
+    monkeypatch.setattr("alexnet.train.start_run", no_images)
+    with pytest.raises(DataError):
+        fit(tiny_recipe(colour_tree, epochs=1), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_metrics_lines_of_bytes_or_shapes_not_ours_are_dropped(tmp_path, caplog):
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"epoch": 1, "lr": 0.01}\n\xff\xfe\n{"epoch": 2, "val_top1_error": "x"}\n')
+    with caplog.at_level(logging.WARNING, logger="alexnet"):
+        assert [r["epoch"] for r in read_metrics(path)] == [1]
+    assert "line 2 is cut short" in caplog.text and "line 3 is cut short" in caplog.text
+
+
+def test_resume_refuses_a_recipe_json_edited_since_the_checkpoint(tmp_path, colour_tree):
+    run = tmp_path / "run"
+    fit(tiny_recipe(colour_tree, epochs=1), run, progress=False)
+    edited = json.loads((run / "recipe.json").read_text())
+    edited["optim"]["lr"] = 0.5
+    (run / "recipe.json").write_text(json.dumps(edited))
+    with pytest.raises(RunError, match=r"recipe.json was edited \(optim.lr\) and is not the rec"):
+        fit(tiny_recipe(colour_tree, epochs=2), run, progress=False,
+            resume_from=checkpoint.load(run))  # fmt: skip
+    assert json.loads((run / "recipe.json").read_text()) == edited

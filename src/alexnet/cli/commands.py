@@ -130,21 +130,16 @@ def _print_next_steps(run_dir: Path, summary: dict) -> None:
     print(f"predict:    alexnet predict {run_dir} IMAGE...")
 
 
-def _checkpoints_beside(path: str | Path) -> list[Path]:
-    """A saved network's file and the checkpoints of its run folder: what an output must not
-    replace."""
-    path = Path(path)
-    return [path, *(path.parent / name for name in ("last.pt", "best.pt"))]
-
-
 def _evaluate(args: argparse.Namespace) -> int:
     from alexnet.evaluate import evaluate_checkpoint
     from alexnet.run import checkpoint
+    from alexnet.run.folder import data_inputs, files_of_run
 
     state = checkpoint.load(args.target, prefer="best.pt")
     path = Path(state["path"])
     json_path = Path(args.json) if args.json else path.with_name(f"eval-{path.stem}.json")
-    refuse_overwriting([json_path], _checkpoints_beside(path))
+    data = args.data or checkpoint.recipe_of(state).data.source
+    refuse_overwriting([json_path], [*files_of_run(path), *data_inputs(data)])
     description, results = evaluate_checkpoint(
         state,
         data=args.data,
@@ -171,10 +166,11 @@ def _predict(args: argparse.Namespace) -> int:
     from alexnet.data import DataError
     from alexnet.data.sources.folder import find_image_files, printable
     from alexnet.inference import load, write_predictions_csv, write_predictions_json
+    from alexnet.run.folder import files_of_run
 
     net = load(args.checkpoint, device=args.device or "auto", batch_size=args.batch_size)
     paths = find_image_files(args.images)
-    refuse_overwriting([args.csv, args.json], [*_checkpoints_beside(net.path), *paths])
+    refuse_overwriting([args.csv, args.json], [*files_of_run(net.path), *paths])
     if args.csv and args.json and same_file(args.csv, args.json):
         raise OverwritesInput(f"--csv and --json both name {args.csv}; give two files")
     predictions = net.predict_files(
@@ -216,7 +212,7 @@ def _export(args: argparse.Namespace) -> int:
     state = read_saved_network(Path(args.target))
     path = Path(state["path"])
     out = Path(args.out) if args.out else path.with_suffix(f".{args.format}")
-    refuse_overwriting([out], _checkpoints_beside(path))
+    refuse_overwriting([out], run_folder.files_of_run(path))
     with run_folder.lock_if_a_run(out.parent):
         exporters[args.format](state, out)
     print(f"written: {out} ({out.stat().st_size / 1e6:.1f} MB, {args.format}, from {path})")

@@ -42,11 +42,35 @@ def save(state: dict[str, Any], file: BinaryIO) -> None:
     was most of the time to write this net's 456 MB checkpoint (0.2-0.85 s of 0.45-1.15 s here,
     every epoch). The atomic rename is what keeps a checkpoint whole."""
     serialization = getattr(torch.utils, "serialization", None)  # torch >= 2.6
-    if serialization is None:
-        torch.save(state, file)
-        return
-    with serialization.config.patch({"save.compute_crc32": False}):
-        torch.save(state, file)
+    writer = _WriteErrorsKept(file)
+    try:
+        if serialization is None:
+            torch.save(state, writer)
+            return
+        with serialization.config.patch({"save.compute_crc32": False}):
+            torch.save(state, writer)
+    except RuntimeError:
+        if writer.error is None:
+            raise
+        raise writer.error from None
+
+
+class _WriteErrorsKept:
+    """`file`, keeping the OSError of a failed write (a full disk): torch's zip writer raises
+    a RuntimeError of its own in its place, which names neither the file nor the cause."""
+
+    def __init__(self, file: BinaryIO):
+        self.file, self.error = file, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.file.flush()
 
 
 def link_atomically(source: Path, path: Path) -> None:

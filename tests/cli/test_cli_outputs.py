@@ -1,0 +1,100 @@
+"""No output replaces an input: data files (images, a store's, IDX files), a run's own files
+(recipe.json, metrics.jsonl, checkpoints), and experiments write only into folders of their own
+(files.refuse_overwriting, run/folder.py's files_of_run, data_inputs, claim_experiment)."""
+
+import shutil
+
+import pytest
+
+from alexnet.cli import main
+from alexnet.train import fit
+from tests.test_train import tiny_recipe
+
+
+@pytest.fixture(scope="module")
+def data_and_run(tmp_path_factory, colour_tree):
+    """A copy of the colour tree (an output test may not harm the shared one) and a run on it."""
+    root = tmp_path_factory.mktemp("outputs")
+    data = root / "data"
+    shutil.copytree(colour_tree, data)
+    fit(tiny_recipe(data, epochs=1), root / "run", progress=False)
+    return data, root / "run"
+
+
+@pytest.fixture(autouse=True)
+def _in_a_scratch_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def refused(argv, capsys, *kept):
+    """`alexnet ARGV` ends with one error line (exit status 2, no traceback) and every file in
+    `kept` is unchanged; returns the line."""
+    before = [path.read_bytes() for path in kept]
+    assert main([*argv, *(["--no-progress"] if argv[0] in ("eval", "predict") else [])]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("alexnet: error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert [path.read_bytes() for path in kept] == before
+    return errors[0]
+
+
+def test_eval_json_over_a_validation_image_is_refused(data_and_run, capsys):
+    data, run = data_and_run
+    image = data / "red" / "3.png"
+    line = refused(["eval", str(run), "--data", str(data), "--json", str(image)], capsys, image)
+    assert line == (
+        f"alexnet: error: {image} lies inside {data}, which this command reads; write the "
+        "output elsewhere"
+    )
+
+
+def test_eval_json_over_the_runs_metrics_is_refused(data_and_run, capsys):
+    _, run = data_and_run
+    metrics = run / "metrics.jsonl"
+    line = refused(["eval", str(run), "--json", str(metrics)], capsys, metrics)
+    assert f"{metrics} is {metrics}, which this command reads" in line
+
+
+def test_export_over_the_runs_recipe_is_refused(data_and_run, capsys):
+    _, run = data_and_run
+    recipe = run / "recipe.json"
+    argv = ["export", str(run), "--format", "safetensors", "--out", str(recipe)]
+    assert f"{recipe} is {recipe}, which this command reads" in refused(argv, capsys, recipe)
+
+
+def test_predict_csv_over_the_runs_recipe_is_refused(data_and_run, capsys):
+    data, run = data_and_run
+    recipe = run / "recipe.json"
+    argv = ["predict", str(run), str(data / "red" / "0.png"), "--csv", str(recipe)]
+    assert "which this command reads" in refused(argv, capsys, recipe)
+
+
+def test_a_run_folder_inside_its_data_is_refused(data_and_run, capsys):
+    data, _ = data_and_run
+    argv = ["train", "--data", str(data), "--out", str(data / "run"), "--epochs", "1"]
+    line = refused([*argv, "--workers", "0", "--no-progress"], capsys)
+    assert line == (
+        f"alexnet: error: {data / 'run'} lies inside {data}, which this command reads; write "
+        "the output elsewhere"
+    )
+    assert not (data / "run").exists()
+
+
+def test_an_experiment_into_an_existing_run_is_refused(data_and_run, capsys):
+    data, run = data_and_run
+    kept = [run / name for name in ("recipe.json", "metrics.jsonl", "last.pt")]
+    argv = ["experiment", "relu-vs-tanh", "--data", str(data), "--out", str(run)]
+    small = ["--epochs", "1", "--lrs", "0.01", "--target", "0.5", "--workers", "0"]
+    line = refused([*argv, *small], capsys, *kept)
+    assert line.startswith(f"alexnet: error: {run} is not this experiment's folder (it holds ")
+    assert not (run / "relu-vs-tanh.json").exists()
+
+
+def test_a_batch_size_past_any_memory_is_a_usage_error(data_and_run, capsys):
+    data, run = data_and_run
+    argv = ["predict", str(run), str(data / "red" / "0.png"), "--batch-size", "9" * 23]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--batch-size: must be in 1..16777216" in err[0], err
