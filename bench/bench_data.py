@@ -34,16 +34,16 @@ from alexnet import AlexNet
 from alexnet.data import compute_stats, make_batches, open_source
 from alexnet.data.store.prepare import Settings, prepare_store
 from alexnet.files import cache_dir
-from alexnet.host_memory import keep_freed_memory
 from alexnet.optim import PaperSGD
 from alexnet.placement import Placement
 from alexnet.recipe import preset
 from alexnet.train import training_step
 
 
-def batches_of(spec: str, args, device: torch.device, workers: int, cache: bool = True):
-    """The paper recipe's training batches of `spec` on `device`, and the classes; cache: keep
-    the statistics of data that outlives the run in the statistics cache."""
+def batches_of(spec: str, args, placement: Placement, workers: int, cache: bool = True):
+    """The paper recipe's training batches of `spec` where `placement` puts them (its device,
+    its compiled CPU arithmetic), and the classes; cache: keep the statistics of data that
+    outlives the run in the statistics cache."""
     recipe = preset("paper")
     splits = open_source(spec)
     stats = compute_stats(
@@ -51,8 +51,9 @@ def batches_of(spec: str, args, device: torch.device, workers: int, cache: bool 
         workers=workers, progress=False,
     )  # fmt: skip
     batches = make_batches(
-        splits.train, recipe.data, stats, args.batch_size, train=True, device=device,
+        splits.train, recipe.data, stats, args.batch_size, train=True, device=placement.device,
         workers=workers, gpu_decode=not args.no_gpu_decode,
+        native_kernels=placement.native_kernels,
     )  # fmt: skip
     return batches, len(splits.classes)
 
@@ -120,9 +121,7 @@ def main() -> None:
     parser.add_argument("--no-compile", action="store_true")
     args = parser.parse_args()
     placement = Placement.for_run(preset("paper").run, args.device)
-    placement.prepare()  # as training does: cuDNN's autotuner
-    if placement.device.type == "cpu":  # as training does from its first forward pass: each
-        keep_freed_memory()  # batch's float crops (77 MB) reuse pages instead of faulting anew
+    placement.prepare()  # as training does: cuDNN's autotuner, or the CPU's allocator setting
     device = placement.device
     train_steps = args.train_steps or (200 if device.type == "cuda" else 0)
 
@@ -139,10 +138,10 @@ def main() -> None:
             )  # fmt: skip
             prepare_rate = sum(manifest["images"].values()) / (time.perf_counter() - start)
         for run, workers in enumerate(args.workers):
-            batches, classes = batches_of(spec, args, device, workers)
+            batches, classes = batches_of(spec, args, placement, workers)
             loaders = [batches]
             if folder_spec is not None:  # the same JPEGs as an image folder, in the same rounds
-                loaders.append(batches_of(folder_spec, args, device, workers, cache=False)[0])
+                loaders.append(batches_of(folder_spec, args, placement, workers, cache=False)[0])
             rates = loader_rates(loaders, args.repeats, device)
             what = f"{batches.loader.num_workers} workers"
             if run == 0:

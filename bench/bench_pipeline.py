@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 from torchvision import transforms
 
 from alexnet.data import compute_stats, make_batches, open_source
+from alexnet.placement.kernels import build_kernels
 from alexnet.recipe import preset
 
 WIDTH, HEIGHT = 500, 375
@@ -106,11 +107,13 @@ def main() -> None:
         print(
             f"statistics pass at {recipe.image_size} px: {len(source) / stats_seconds:.0f} images/s"
         )
+        native = build_kernels(required=False)  # the arithmetic as training runs it
         for workers in args.workers:
             ours_rate, reference_rate = best_rates(
                 [
                     make_batches(
-                        source, recipe, stats, args.batch_size, train=True, workers=workers
+                        source, recipe, stats, args.batch_size, train=True, workers=workers,
+                        native_kernels=native,
                     ),
                     DataLoader(
                         reference,

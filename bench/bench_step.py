@@ -7,9 +7,10 @@ CUDA bf16 autocast, channels_last, `torch.compile` and cuDNN's autotuner; on the
 dropout masks counted as training counts them (ops/dropout.py; the variant paper-drawn-dropout
 draws them from torch's generator instead).
 Its images are in the memory order of the loader's batches, channels-last (crops.py).
-`plain`: what a library user writes: `AlexNet(...)` on the device, `torch.optim.SGD` (momentum
-0.9, weight decay 5e-4), forward, `cross_entropy`, backward, step, nothing else. On the CPU both
-get the allocator setting `AlexNet` applies on a CPU (`host_memory.keep_freed_memory`).
+`plain`: what a library user writes: `AlexNet(...)` on the device with the fast paths the
+README shows (`alexnet.build_kernels()`, `set_fast_paths`), `torch.optim.SGD` (momentum 0.9,
+weight decay 5e-4), forward, `cross_entropy`, backward, step, nothing else. Both loops run with
+the placement's process settings (`Placement.prepare`: on a CPU, host_memory.keep_freed_memory).
 Variants run in rounds, each round timing a few steps of every variant in turn, so a noisy
 machine slows all alike; `--repeats N` measures N times and prints the median and range of each
 variant's ratio to owt. Prints images/s and the ratio to owt (on CUDA also each variant's peak
@@ -24,7 +25,6 @@ Batch size: 32 on the CPU, the paper's 128 on CUDA (what training uses); try 102
 """
 
 import argparse
-import contextlib
 import statistics
 import time
 
@@ -32,8 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnet import AlexNet
-from alexnet.model import LocalResponseNorm, TowerConv2d
-from alexnet.ops import lrn_native
+from alexnet.model import LocalResponseNorm
 from alexnet.ops.dropout import DropoutCounter
 from alexnet.optim import PaperSGD
 from alexnet.placement import Placement
@@ -62,22 +61,25 @@ def build(name: str, placement: Placement, loop: str):
     model; "plain" is a stock torch loop with torch.optim.SGD."""
     if loop == "plain":
         model = AlexNet(**VARIANTS[name]).to(placement.device)
+        model.set_fast_paths(**_fast_paths(name, placement))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-        return _one_grouped_convolution(model, name), optimizer, plain_step
-    model = _one_grouped_convolution(placement.model(AlexNet(**VARIANTS[name])), name)
+        return model, optimizer, plain_step
+    model = placement.model(AlexNet(**VARIANTS[name]))
+    model.set_fast_paths(**_fast_paths(name, placement))
     if name != "paper-drawn-dropout":
         DropoutCounter.of(model, seed=0).before_step(1)
     optimizer = PaperSGD(model.parameters(), lr=0.01)
     return placement.step_model(model), optimizer, training_step
 
 
-def _one_grouped_convolution(model, name: str):
-    """paper-groups: the towers as one grouped convolution (on CUDA they are split)."""
-    if name == "paper-groups":
-        for layer in model.modules():
-            if isinstance(layer, TowerConv2d):
-                layer.split = False
-    return model
+def _fast_paths(name: str, placement: Placement) -> dict[str, bool]:
+    """The placement's fast paths, except where the variant turns one off: paper-groups, the
+    towers as one grouped convolution (on CUDA they are split); paper-lrn-torch-ops, LRN in
+    torch's operations (on the CPU it is compiled)."""
+    return dict(
+        native_kernels=placement.native_kernels and name != "paper-lrn-torch-ops",
+        split_towers=placement.split_towers and name != "paper-groups",
+    )
 
 
 def plain_step(model, optimizer, images, labels, placement) -> None:
@@ -85,17 +87,6 @@ def plain_step(model, optimizer, images, labels, placement) -> None:
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-
-
-@contextlib.contextmanager
-def native_lrn(enabled: bool):
-    """LRN's compiled CPU kernels (ops/lrn_native.py) kept on, or turned off, for the block."""
-    before = lrn_native.ENABLED
-    lrn_native.ENABLED = before and enabled
-    try:
-        yield
-    finally:
-        lrn_native.ENABLED = before
 
 
 def time_steps(name, steps, placement, images, labels, count) -> tuple[float, float]:
@@ -107,9 +98,8 @@ def time_steps(name, steps, placement, images, labels, count) -> tuple[float, fl
         torch.cuda.reset_peak_memory_stats(device)
     before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
     start = time.perf_counter()
-    with native_lrn(name != "paper-lrn-torch-ops"):
-        for _ in range(count):
-            step(model, optimizer, images, labels, placement)
+    for _ in range(count):
+        step(model, optimizer, images, labels, placement)
     synchronize(device)
     seconds = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated(device) - before if device.type == "cuda" else 0
@@ -151,7 +141,8 @@ def bench_lrn(args, placement: Placement) -> None:
     """LRN forward + backward alone: ours (the custom op) against F.local_response_norm; on the
     CPU also ours without the compiled kernel (ops/lrn_native.py), in its torch operations."""
     dtype = torch.bfloat16 if placement.bf16 else torch.float32
-    ours = LocalResponseNorm()  # the paper's convention: torch's α is n times ours
+    ours, ours_in_torch_ops = LocalResponseNorm(), LocalResponseNorm()  # torch's α is n × ours
+    ours.native_kernels = placement.native_kernels
 
     def torch_lrn(x):
         return F.local_response_norm(x, 5, alpha=5e-4, beta=0.75, k=2.0)
@@ -162,24 +153,23 @@ def bench_lrn(args, placement: Placement) -> None:
         f"{'layer':<8}{'ours ms':>9}{'torch ms':>10}{'speed-up':>10}"
         + (f"{'ours in torch ops ms':>22}" if on_cpu else "")
     )
-    kernels = [("ours", ours, True), ("torch", torch_lrn, True)]
-    kernels += [("torch ops", ours, False)] if on_cpu else []
+    kernels = [("ours", ours), ("torch", torch_lrn)]
+    kernels += [("torch ops", ours_in_torch_ops)] if on_cpu else []
     for layer, shape in LRN_SHAPES.items():
         x = torch.rand(args.batch_size, *shape, dtype=dtype, device=placement.device) * 60
         x = x.contiguous(memory_format=placement.memory_format)
         upstream = torch.randn_like(x)
         milliseconds = {}
-        for name, function, native in kernels:
-            with native_lrn(native):
-                for repeat in range(args.rounds + 1):  # the first is a warm-up
-                    inputs = x.detach().requires_grad_()
-                    synchronize(placement.device)
-                    start = time.perf_counter()
-                    function(inputs).backward(upstream)
-                    synchronize(placement.device)
-                    elapsed = 1000 * (time.perf_counter() - start)
-                    if repeat:
-                        milliseconds[name] = min(milliseconds.get(name, elapsed), elapsed)
+        for name, function in kernels:
+            for repeat in range(args.rounds + 1):  # the first is a warm-up
+                inputs = x.detach().requires_grad_()
+                synchronize(placement.device)
+                start = time.perf_counter()
+                function(inputs).backward(upstream)
+                synchronize(placement.device)
+                elapsed = 1000 * (time.perf_counter() - start)
+                if repeat:
+                    milliseconds[name] = min(milliseconds.get(name, elapsed), elapsed)
         speed_up = milliseconds["torch"] / milliseconds["ours"]
         print(
             f"{layer:<8}{milliseconds['ours']:>9.2f}{milliseconds['torch']:>10.2f}{speed_up:>9.2f}x"

@@ -96,3 +96,51 @@ def test_the_command_line_starts_without_torch():
     assert "alexnet.cli.commands" in loaded
     heavy = ("torch", "torchvision", "matplotlib", "sklearn", "numpy", "PIL")
     assert [name for name in loaded if name.split(".")[0] in heavy] == []
+
+
+# The environment names a place or a launcher's facts, never a behaviour (recipe fields do that):
+DOCUMENTED_ENVIRONMENT = {
+    "alexnet.files": {"ALEXNET_CACHE"},  # the cache folder
+    "alexnet.native": {"CC"},  # which C compiler builds the kernels
+    "alexnet.placement.ranks": {"RANK", "WORLD_SIZE", "LOCAL_RANK"},  # set by torchrun
+    "alexnet.data.loading.process_loader": {"LOCAL_WORLD_SIZE"},  # torchrun: cores per process
+}
+
+
+def environment_reads(path: Path) -> set[str]:
+    """The names a file reads from the environment (os.environ[...], .get(...), os.getenv(...));
+    "?" where the name is not a literal, and "*" where os.environ is used some other way."""
+    tree, names = ast.parse(path.read_text()), set()
+    read_nodes = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and ast.unparse(node.value) in ("os.environ", "environ"):
+            environ, key = node.value, node.slice
+        elif isinstance(node, ast.Call) and ast.unparse(node.func) in (
+            "os.environ.get", "environ.get", "os.getenv", "getenv",
+        ):  # fmt: skip
+            environ, key = getattr(node.func, "value", node.func), node.args[0] if node.args else None
+        else:
+            continue
+        read_nodes.add(id(environ))
+        names.add(key.value if isinstance(key, ast.Constant) else "?")
+    for node in ast.walk(tree):
+        if ast.unparse(node) == "os.environ" and id(node) not in read_nodes:
+            names.add("*")
+    return names
+
+
+@pytest.mark.parametrize("module, path", list(modules()), ids=lambda value: str(value))
+def test_no_module_reads_the_environment_except_for_documented_locations(module, path):
+    """Fast paths are recipe fields resolved once (placement/), not environment switches such
+    as the former ALEXNET_NATIVE_LRN and ALEXNET_NATIVE_CROPS."""
+    unexpected = environment_reads(path) - DOCUMENTED_ENVIRONMENT.get(module, set())
+    assert not unexpected, f"{module} reads {sorted(unexpected)} from the environment"
+
+
+def test_the_environment_check_sees_a_switch(tmp_path):
+    path = tmp_path / "switch.py"
+    path.write_text(
+        "import os\nENABLED = os.environ.get('ALEXNET_NATIVE_LRN', '1') != '0'\n"
+        "LOCAL = os.getenv('X')\nALL = dict(os.environ)\n"
+    )
+    assert environment_reads(path) == {"ALEXNET_NATIVE_LRN", "X", "*"}

@@ -72,7 +72,7 @@ def test_paper_towers_are_groups_of_two():
 def test_towers_as_two_convolutions_equal_the_grouped_convolution():
     """TowerConv2d's split form (CUDA's) against groups=2 (the CPU's): values and gradients."""
     conv = AlexNet().learned_layers()["conv4"]
-    assert isinstance(conv, TowerConv2d) and conv.split is None
+    assert isinstance(conv, TowerConv2d) and conv.split is False  # until a Placement decides
     x = torch.randn(2, 384, 13, 13)
     results = []
     for split in (False, True):
@@ -249,14 +249,36 @@ def test_small_inputs_take_fc6_on_summed_weights_with_the_same_values_and_gradie
         assert torch.allclose(got, expected, rtol=1e-4, atol=1e-5 * expected.abs().max())
 
 
-def test_a_forward_pass_on_a_cpu_keeps_freed_host_memory(monkeypatch):
-    """A library user's plain loop gets the allocator setting `alexnet train` runs with."""
-    import alexnet.model
+def test_the_network_never_changes_the_processs_allocator(monkeypatch):
+    """Model code leaves glibc's settings alone (a library user's whole process would change):
+    fit and the command line make that choice (Placement.prepare, host_memory.py)."""
+    import alexnet.host_memory
 
     applied = []
-    monkeypatch.setattr(alexnet.model, "keep_freed_memory", lambda: applied.append(True))
+    monkeypatch.setattr(alexnet.host_memory, "keep_freed_memory", lambda: applied.append(True))
     net = AlexNet(num_classes=10)
-    assert applied == []  # building it changes nothing in the process
     with torch.no_grad():
         net.eval()(torch.zeros(1, 3, 64, 64))
-    assert applied == [True]
+        net.embed(torch.zeros(1, 3, 64, 64))
+    assert applied == []
+
+
+def test_fast_paths_are_set_on_every_layer_and_change_no_value():
+    """set_fast_paths reaches every LRN and tower convolution; the compiled LRN (when built)
+    and the split towers give the values of the default paths."""
+    from alexnet.model import LocalResponseNorm
+    from alexnet.placement.kernels import build_kernels
+
+    torch.manual_seed(0)
+    net = AlexNet(num_classes=10).eval()
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        default = net(images)
+        native = build_kernels(required=False)
+        net.set_fast_paths(native_kernels=native, split_towers=True)
+        fast = net(images)
+    lrns = [m for m in net.modules() if isinstance(m, LocalResponseNorm)]
+    towers = [m for m in net.modules() if isinstance(m, TowerConv2d)]
+    assert len(lrns) == 2 and all(m.native_kernels == native for m in lrns)
+    assert len(towers) == 3 and all(m.split for m in towers)
+    torch.testing.assert_close(fast, default, rtol=1e-5, atol=1e-5)

@@ -1,8 +1,9 @@
 """AlexNet (Krizhevsky, Sutskever, Hinton, NIPS 2012) as the paper describes it.
 
 `AlexNet` is the network; `load(run_or_checkpoint)` gives a trained one with its own
-preprocessing and class names, ready to `predict` and `embed` (inference.py). Both are imported
-on first use, so that a command that needs no torch (`alexnet --help`, the report of an unchanged
+preprocessing and class names, ready to `predict` and `embed` (inference.py); `build_kernels()`
+compiles the CPU's C kernels for a plain torch loop (then `model.set_fast_paths(...)`). Each is
+imported on first use, so that a command that needs no torch (`alexnet --help`, the report of an unchanged
 run) starts without it.
 """
 
@@ -14,9 +15,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from alexnet.inference import load
     from alexnet.model import AlexNet
+    from alexnet.placement.kernels import build_kernels
 
-_HOMES = {"AlexNet": "alexnet.model", "load": "alexnet.inference"}
-__all__ = ["AlexNet", "load"]
+_HOMES = {
+    "AlexNet": "alexnet.model",
+    "load": "alexnet.inference",
+    "build_kernels": "alexnet.placement.kernels",
+}
+__all__ = ["AlexNet", "build_kernels", "load"]
 
 
 def __getattr__(name: str) -> object:

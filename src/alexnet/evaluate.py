@@ -186,6 +186,7 @@ def evaluate_checkpoint(
         ten_crop=ten_crop,
         device=placement.device,
         gpu_decode=recipe.run.gpu_decode,
+        native_kernels=placement.native_kernels,
         workers=recipe.run.workers if workers is None else workers,
         seed=recipe.run.seed,
     )

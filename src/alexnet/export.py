@@ -144,7 +144,7 @@ def write_onnx(state: dict[str, Any], path: Path | str) -> None:
     except ImportError:
         raise ExportError("ONNX export needs the onnx extra: pip install 'alexnet[onnx]'") from None
 
-    def lrn_as_onnx(x, size: int, alpha: float, beta: float, k: float):
+    def lrn_as_onnx(x, size: int, alpha: float, beta: float, k: float, native: bool = False):
         """alexnet::lrn -> ONNX LRN, which divides its alpha by size (the module's docstring);
         the op's second output (the denominators' base, for the backward) is not used."""
         y = opset18.LRN(x, alpha=alpha * size, beta=beta, bias=k, size=size)

@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet.host_memory import keep_freed_memory
 from alexnet.ops import local_response_norm
 from alexnet.ops.dropout import CountedDropout
 
@@ -57,7 +56,8 @@ class LocalResponseNorm(nn.Module):
 
     The paper's values are n=5, k=2, α=1e-4, β=0.75. The sum runs over n/2 (integer) channels
     each side, clipped at the ends. It runs as one custom op with a closed-form backward
-    (`alexnet.ops`): vectorised torch code on a CPU, Triton kernels on CUDA.
+    (`alexnet.ops`): vectorised torch code on a CPU, or its compiled twin (the same bits) where
+    `native_kernels` is set (`AlexNet.set_fast_paths`); Triton kernels on CUDA.
     """
 
     def __init__(
@@ -76,10 +76,11 @@ class LocalResponseNorm(nn.Module):
         if size % 2 != 1:
             raise ValueError(f"LRN size must be odd so the window is symmetric, got {size}")
         self.size, self.alpha, self.beta, self.k, self.convention = size, alpha, beta, k, convention
+        self.native_kernels = False  # the compiled CPU kernel, once built (ops/lrn_native.py)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha = self.alpha if self.convention == "paper" else self.alpha / self.size
-        return local_response_norm(x, self.size, alpha, self.beta, self.k)  # (B, C, H, W)
+        return local_response_norm(x, self.size, alpha, self.beta, self.k, self.native_kernels)
 
     def extra_repr(self) -> str:
         return (
@@ -91,15 +92,11 @@ class LocalResponseNorm(nn.Module):
 class TowerConv2d(nn.Conv2d):
     """A convolution whose two halves read only their own tower's maps (§3.2): `groups=2`.
 
-    On CUDA it runs as two separate convolutions (each half of the input with its half of the
-    kernels); elsewhere as the grouped convolution. On one H200 (bf16, channels_last, compiled,
-    batch 128) neither form was faster: the split one's training step ran at 0.98, 1.02, 1.07
-    and 0.94 times the grouped one's in four interleaved runs (bench_step.py, paper against
-    paper-groups). The parameters are those of `nn.Conv2d(..., groups=2)` either way, so the
-    state_dict does not change. `split` forces one form (None: by device).
+    With `split` it runs as two separate convolutions (each half of the input with its half of
+    the kernels), else as one grouped convolution: `Placement` sets it from the recipe's
+    `run.tower_convs`. The parameters are those of `nn.Conv2d(..., groups=2)` either way, so
+    the state_dict does not change, nor (up to rounding) the result.
     """
-
-    split: bool | None = None
 
     def __init__(
         self,
@@ -112,10 +109,10 @@ class TowerConv2d(nn.Conv2d):
         super().__init__(
             in_channels, out_channels, kernel_size, padding=padding, groups=2, device=device
         )
+        self.split = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        split = x.is_cuda if self.split is None else self.split
-        if not split:
+        if not self.split:
             return super().forward(x)
         halves = zip(x.chunk(2, dim=1), self.weight.chunk(2), self.bias.chunk(2), strict=True)
         return torch.cat(
@@ -239,11 +236,21 @@ class AlexNet(nn.Module):
                 f"got {x.shape[-2]}×{x.shape[-1]}"
             )
 
+    def set_fast_paths(self, *, native_kernels: bool, split_towers: bool) -> AlexNet:
+        """How the layers compute, never what: LRN by its compiled CPU kernel (built ahead by
+        `alexnet.native.build_kernels`; the same bits as torch's operations), the towers' convs
+        as two convolutions or one grouped. `Placement` sets both from the recipe's run section;
+        a library user may call it after `alexnet.build_kernels()`. Returns the network."""
+        for module in self.modules():
+            if isinstance(module, LocalResponseNorm):
+                module.native_kernels = native_kernels
+            elif isinstance(module, TowerConv2d):
+                module.split = split_towers
+        return self
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The fc7 activations (B, 4096): the last hidden layer used for retrieval (§6.1)."""
         self._check_input(x)
-        if x.device.type == "cpu":  # a CPU step allocates dozens of blocks over 32 MB
-            keep_freed_memory()  # once per process: host_memory.py
         x = self.features(x)  # (B, 256, h, w)
         first = 0
         if x.shape[-2:] == (1, 1) and isinstance(self.classifier[0], nn.Linear):

@@ -1,13 +1,20 @@
-"""C code for the CPU's fast paths, compiled on first use and called through ctypes (which
-releases the GIL for each call): LRN's kernels (ops/lrn_cpu.c) and a batch's crops
-(data/crops_cpu.c). Each caller keeps torch operations for where its C code cannot run.
+"""C code for the CPU's fast paths, compiled ahead of use and called through ctypes (which
+releases the GIL for each call): LRN's kernels (ops/lrn_cpu.c) and a batch's arithmetic
+(data/transform/cpu_kernel.c). Each gives the same bits as the torch operations it replaces,
+so whether it runs changes the speed, never the result.
 
-A source is compiled with the system's C compiler (CC, default cc) and -march=native into
-`$ALEXNET_CACHE/native` (files.cache_root), named by its stem and a digest of the source, the
-compiler, the flags and this machine's CPU, and written atomically, so a cache shared between
-machines never hands one of them code for another's CPU; a file there that does not load is
-built again, once. Where there is no compiler, or the build fails, `load` returns None after a
-warning, and the caller runs its torch operations.
+`build_kernels` compiles them with the system's C compiler (CC, default cc) into
+`$ALEXNET_CACHE/kernels` (files.cache_dir): at the start of `fit`, `evaluate` and `load` when
+the recipe's `run.native_kernels` allows, or ahead of time with `alexnet kernels`. Loading
+never compiles, so a model's forward pass never does. The flags keep the float order of the
+source: -ffp-contract=off forbids fused multiply-adds, whose single rounding would make the
+bits depend on the CPU the code was built for (GCC fuses `a*b + c` by default).
+
+Only what this tool built is loaded: the folder must be the user's own (created 0700, owned by
+this user, writable by no one else), each library's SHA-256 is recorded when it is built and
+checked before it is loaded, and a library that fails the check or lacks a symbol is built
+again, once, with one warning. A file name holds a digest of the source, the compiler, the
+flags and the CPU, so a cache shared between machines never hands one another's code.
 """
 
 from __future__ import annotations
@@ -17,15 +24,35 @@ import hashlib
 import logging
 import os
 import platform
+import stat
 import subprocess
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from alexnet.files import cache_root, write_atomically
+from alexnet.errors import UserError
+from alexnet.files import cache_dir, write_atomically
 
 log = logging.getLogger("alexnet.native")
 
-FLAGS = ("-O3", "-march=native", "-fno-math-errno", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-shared", "-fPIC")
+
+
+class KernelError(UserError):
+    """`run.native_kernels=on` and the kernels cannot be built or loaded here."""
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One C source and the functions its library must export."""
+
+    source: Path
+    symbols: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.source.stem
 
 
 def _cpu_identity() -> bytes:
@@ -43,34 +70,106 @@ def _compiler() -> str:
     return os.environ.get("CC", "cc")
 
 
-def _build(source: Path, target: Path) -> None:
-    """Compile `source` to `target` (atomically); raises OSError or SubprocessError."""
+def library_path(kernel: Kernel) -> Path:
+    """Where `kernel`'s library for this machine, compiler and flags lives in the cache."""
+    described = kernel.source.read_bytes() + " ".join((_compiler(), *FLAGS)).encode()
+    digest = hashlib.sha256(described + _cpu_identity()).hexdigest()[:16]
+    return cache_dir("kernels") / f"{kernel.name}-{digest}.so"
+
+
+def _digest_path(library: Path) -> Path:
+    return library.with_suffix(".sha256")
+
+
+def _own_folder() -> Path:
+    """The kernels' folder, made 0700 if new; OSError unless this user alone may write it."""
+    folder = cache_dir("kernels")
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+        raise OSError(f"{folder} is not a folder of this user's own")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise OSError(f"{folder} may be written by other users (mode {info.st_mode & 0o777:o})")
+    return folder
+
+
+def _build(kernel: Kernel, target: Path) -> None:
+    """Compile `kernel` to `target`, then record its SHA-256 (both atomically)."""
     with tempfile.TemporaryDirectory() as folder:
         built = Path(folder) / target.name
-        command = [_compiler(), *FLAGS, str(source), "-o", str(built), "-lm"]
+        command = [_compiler(), *FLAGS, str(kernel.source), "-o", str(built), "-lm"]
         subprocess.run(command, check=True, capture_output=True, timeout=120)
-        write_atomically(target, lambda file: file.write(built.read_bytes()))
+        content = built.read_bytes()
+    write_atomically(target, lambda file: file.write(content))
+    digest = hashlib.sha256(content).hexdigest().encode()
+    write_atomically(_digest_path(target), lambda file: file.write(digest))
 
 
-def load(source: Path, what: str, otherwise: str) -> ctypes.CDLL | None:
-    """`source` compiled for this machine (built on its first call here, then found in the
-    cache), or None with a warning that `what` is unavailable and `otherwise` happens instead."""
+def _verified(kernel: Kernel, target: Path) -> ctypes.CDLL:
+    """The library at `target`, loaded only if its content matches the recorded SHA-256 and it
+    exports every symbol; OSError otherwise."""
+    content, recorded = target.read_bytes(), _digest_path(target).read_bytes().strip()
+    if hashlib.sha256(content).hexdigest().encode() != recorded:
+        raise OSError(f"{target} does not match the digest recorded when it was built")
+    info = target.lstat()
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        raise OSError(f"{target} is not a file of this user's own")
+    library = ctypes.CDLL(str(target))
+    missing = [name for name in kernel.symbols if not hasattr(library, name)]
+    if missing:
+        raise OSError(f"{target} lacks {', '.join(missing)}")
+    return library
+
+
+_loaded: dict[Path, ctypes.CDLL] = {}  # a cache of libraries checked and loaded, not a switch
+
+
+def load(kernel: Kernel, *, build: bool) -> ctypes.CDLL:
+    """`kernel`'s library: from the cache when it passes the checks, else (with `build`)
+    compiled, or compiled again once after one warning. Raises OSError or SubprocessError."""
+    _own_folder()
+    target = library_path(kernel)
+    if target in _loaded:
+        return _loaded[target]
     try:
-        described = source.read_bytes() + " ".join((_compiler(), *FLAGS)).encode()
-        digest = hashlib.sha256(described + _cpu_identity()).hexdigest()[:16]
-        target = cache_root() / "native" / f"{source.stem}-{digest}.so"
-        if not target.is_file():
-            _build(source, target)
-        try:
-            return ctypes.CDLL(str(target))
-        except OSError:  # a damaged file in the cache: built again, once
-            _build(source, target)
-            return ctypes.CDLL(str(target))
-    except (OSError, RuntimeError, subprocess.SubprocessError) as error:  # Runtime: no home
-        detail = getattr(error, "stderr", b"") or b""
-        log.warning(
-            "%s is unavailable (%s%s); %s",
-            what, error, f": {detail.decode(errors='replace').strip()[:300]}" if detail else "",
-            otherwise,
-        )  # fmt: skip
+        library = _verified(kernel, target)
+    except OSError as error:
+        if not build:
+            raise
+        if target.exists() or _digest_path(target).exists():
+            log.warning("compiled kernel %s is rebuilt: %s", kernel.name, error)
+        _build(kernel, target)
+        library = _verified(kernel, target)
+    _loaded[target] = library
+    return library
+
+
+def loaded(kernel: Kernel) -> ctypes.CDLL | None:
+    """`kernel`'s library if `build_kernels` (or `load`) made it ready in this process, else
+    None: what a forward pass asks, so that it never compiles."""
+    try:
+        return _loaded.get(library_path(kernel))
+    except OSError:
         return None
+
+
+def build_kernels(kernels: list[Kernel], *, required: bool) -> bool:
+    """Every kernel compiled (or found in the cache) and loaded, reported in one line. Where
+    that fails: KernelError if `required`, else one warning and False (torch operations run)."""
+    start, built = time.perf_counter(), any(not library_path(k).exists() for k in kernels)
+    try:
+        for kernel in kernels:
+            load(kernel, build=True)
+    except (OSError, RuntimeError, subprocess.SubprocessError) as error:  # Runtime: no home
+        detail = (getattr(error, "stderr", b"") or b"").decode(errors="replace").strip()[:300]
+        reason = f"{error}{': ' + detail if detail else ''}"
+        if required:
+            raise KernelError(
+                f"run.native_kernels=on, but the compiled CPU kernels cannot be built: {reason}"
+            ) from None
+        log.warning("compiled CPU kernels unavailable (%s); using torch operations", reason)
+        return False
+    how = f"built in {time.perf_counter() - start:.1f} s" if built else "found"
+    log.info("compiled CPU kernels: %s %s in %s", ", ".join(k.name for k in kernels), how,
+             cache_dir("kernels"))  # fmt: skip
+    return True

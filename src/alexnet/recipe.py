@@ -88,6 +88,14 @@ class RunRecipe:
     tensorboard: bool = False  # also log each epoch to run_dir/tensorboard (the tensorboard extra)
     model_parallel: str = ""  # §3.2: "DEV_A,DEV_B" puts tower one on DEV_A, tower two on DEV_B
     report: bool = True  # `alexnet train` writes report.html after training (analysis/report.py)
+    # Fast paths: how the same arithmetic runs, never what it computes; "auto" is resolved once
+    # per run (placement/) and recipe.json records the resolution.
+    native_kernels: Literal["auto", "on", "off"] = "auto"  # the CPU's compiled C kernels (LRN,
+    # a batch's arithmetic; the bits of torch's operations); auto: on a CPU, where cc builds them
+    tower_convs: Literal["auto", "split", "grouped"] = "auto"  # §3.2's towers in conv2/4/5 as two
+    # convolutions or one grouped one; auto: split on CUDA, grouped elsewhere
+    keep_freed_memory: bool = True  # CPU: glibc keeps freed blocks for the next step, so large
+    # tensors are not page-faulted in anew every step (host_memory.py); set by fit and the CLI
 
 
 @dataclass

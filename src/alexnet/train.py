@@ -174,6 +174,7 @@ def fit(
     ranks = Ranks.from_environment()
     ranks.check_batch(recipe.optim.batch_size)
     placement = Placement.for_training(recipe.run, ranks)
+    recipe.run = placement.resolved(recipe.run)  # recipe.json records the fast paths taken
     _check_memory(recipe, placement.device)
     ranks.join(placement.device)
     board = open_board(run_dir, recipe.run.tensorboard and ranks.is_main)  # before any write

@@ -130,11 +130,20 @@ def _print_next_steps(run_dir: Path, summary: dict) -> None:
     print(f"predict:    alexnet predict {run_dir} IMAGE...")
 
 
+def _keep_freed_memory() -> None:
+    """The CPU allocator setting fit makes for training, made here for eval and predict: the
+    command line, not the library, decides it for its process (host_memory.py)."""
+    from alexnet.host_memory import keep_freed_memory
+
+    keep_freed_memory()
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from alexnet.evaluate import evaluate_checkpoint
     from alexnet.run import checkpoint
     from alexnet.run.folder import data_inputs, files_of_run
 
+    _keep_freed_memory()
     state = checkpoint.load(args.target, prefer="best.pt")
     path = Path(state["path"])
     json_path = Path(args.json) if args.json else path.with_name(f"eval-{path.stem}.json")
@@ -168,6 +177,7 @@ def _predict(args: argparse.Namespace) -> int:
     from alexnet.inference import load, write_predictions_csv, write_predictions_json
     from alexnet.run.folder import files_of_run
 
+    _keep_freed_memory()
     net = load(args.checkpoint, device=args.device or "auto", batch_size=args.batch_size)
     paths = find_image_files(args.images)
     refuse_overwriting([args.csv, args.json], [*files_of_run(net.path), *paths])
@@ -397,7 +407,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, help="epochs (default: the recipe's)")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(handler=_demo)
+    kernels = commands.add_parser(
+        "kernels",
+        help="build the compiled CPU kernels ahead of use",
+        description="Compile the CPU's C kernels (LRN, a batch's arithmetic) into the cache "
+        "folder now, instead of at the start of the first run that uses them "
+        "(run.native_kernels). They give the same bits as torch's operations, faster.",
+    )
+    kernels.set_defaults(handler=_kernels)
     return parser
+
+
+def _kernels(args: argparse.Namespace) -> int:
+    from alexnet.placement.kernels import build_kernels
+
+    build_kernels(required=True)  # one line: what was built, where; or one line why not
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,9 +11,9 @@ paper's or cuda-convnet's convention (model.py).
 
 `alexnet::lrn` is a `torch.library` custom op with a fake kernel, so `torch.compile` sees one node
 and no graph break. On the CPU, float32 tensors (contiguous or channels_last) go to the
-compiled C kernels of `ops/lrn_native.py` where they could be built; everything else (and the
-fallback) runs the vectorised torch code below; on CUDA the Triton kernels of
-`ops/lrn_triton.py` run when Triton is there.
+compiled C kernels of `ops/lrn_native.py` when the caller asks (`native`) and they are built,
+with the same bits; everything else runs the vectorised torch code below; on CUDA the Triton
+kernels of `ops/lrn_triton.py` run when Triton is there.
 """
 
 from __future__ import annotations
@@ -75,9 +75,13 @@ def _window_sum(padded: Tensor, channels: int, size: int) -> Tensor:
 
 
 def inverse_power(s: Tensor, beta: float) -> Tensor:
-    """s^-β (a new tensor); for the paper's β = 0.75 as rsqrt(s·√s), cheaper than `pow`."""
+    """s^-β (a new tensor); for the paper's β = 0.75 as s^-½ / s^¼ from two rsqrt, cheaper than
+    `pow`. Only rsqrt and division: each is rounded exactly on every CPU (1/sqrt in hardware),
+    where torch's `sqrt` may come from a vector library that rounds otherwise, so lrn_cpu.c
+    can give these bits."""
     if beta == 0.75:
-        return s.sqrt().mul_(s).rsqrt_()
+        root = s.rsqrt()  # s^-½
+        return root.div_(root.rsqrt())  # s^-½ / s^¼
     return s.pow(-beta)
 
 
@@ -86,8 +90,7 @@ def forward_torch(x: Tensor, size: int, alpha: float, beta: float, k: float):
     x_wide = x.to(arithmetic_dtype(x.dtype))
     padded, squares = _padded_buffer(x, size, x_wide.dtype)
     torch.mul(x_wide, x_wide, out=squares)
-    window = _window_sum(padded, x.shape[1], size)
-    s = torch.add(torch.tensor(k, dtype=window.dtype), window, alpha=alpha, out=window)
+    s = _window_sum(padded, x.shape[1], size).mul_(alpha).add_(k)  # two roundings, no FMA
     return inverse_power(s, beta).mul_(x_wide).to(x.dtype), s
 
 
@@ -97,8 +100,8 @@ def backward_torch(grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float
     scale = inverse_power(s, beta)  # s^-β
     padded, through_window = _padded_buffer(x, size, s.dtype)
     torch.mul(grad_y_wide, x_wide, out=through_window).mul_(scale).div_(s)  # dy·x·s^-(β+1)
-    window = _window_sum(padded, x.shape[1], size)
-    return scale.mul_(grad_y_wide).addcmul_(x_wide, window, value=-2 * alpha * beta).to(x.dtype)
+    window = _window_sum(padded, x.shape[1], size).mul_(x_wide).mul_(-2 * alpha * beta)
+    return scale.mul_(grad_y_wide).add_(window).to(x.dtype)  # each step rounded: lrn_cpu.c's
 
 
 CHUNK_BYTES = 2 << 20  # the CPU kernels' images per pass: each intermediate at most ~2 MB
@@ -115,10 +118,13 @@ def images_per_chunk(x: Tensor) -> int:
 
 
 @torch.library.custom_op("alexnet::lrn", mutates_args=())
-def lrn(x: Tensor, size: int, alpha: float, beta: float, k: float) -> tuple[Tensor, Tensor]:
-    """(y, s): the normalized activations and the denominators' base s = k + α·Σx²."""
-    if lrn_native.layout_of(x):
-        return lrn_native.forward(x, size, alpha, beta, k)
+def lrn(
+    x: Tensor, size: int, alpha: float, beta: float, k: float, native: bool = False
+) -> tuple[Tensor, Tensor]:
+    """(y, s): the normalized activations and the denominators' base s = k + α·Σx². `native`:
+    the compiled CPU kernel where it takes x (the same bits, faster)."""
+    if native and lrn_native.layout_of(x, beta=beta):
+        return lrn_native.forward(x, size, alpha, k)
     step = images_per_chunk(x)
     if step >= len(x):
         return forward_torch(x, size, alpha, beta, k)
@@ -132,12 +138,13 @@ def lrn(x: Tensor, size: int, alpha: float, beta: float, k: float) -> tuple[Tens
 
 @torch.library.custom_op("alexnet::lrn_backward", mutates_args=())
 def lrn_backward(
-    grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float, beta: float
+    grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float, beta: float, native: bool = False
 ) -> Tensor:
     """dx from dy and the saved x and s (the closed form in the module's docstring)."""
-    if lrn_native.layout_of(x, s) and grad_y.dtype == x.dtype:  # dy in x's order: one copy at most
+    takes = native and lrn_native.layout_of(x, s, beta=beta) and grad_y.dtype == x.dtype
+    if takes:  # dy in x's order: one copy at most
         grad_y = grad_y.contiguous(memory_format=memory_format_of(x))
-        return lrn_native.backward(grad_y, x, s, size, alpha, beta)
+        return lrn_native.backward(grad_y, x, s, size, alpha)
     step = images_per_chunk(x)
     if step >= len(x):
         return backward_torch(grad_y, x, s, size, alpha, beta)
@@ -149,7 +156,9 @@ def lrn_backward(
 
 
 @lrn.register_kernel("cuda")
-def _(x: Tensor, size: int, alpha: float, beta: float, k: float) -> tuple[Tensor, Tensor]:
+def _(
+    x: Tensor, size: int, alpha: float, beta: float, k: float, native: bool = False
+) -> tuple[Tensor, Tensor]:
     kernels = _triton_kernels()
     if kernels is None:
         return forward_torch(x, size, alpha, beta, k)
@@ -157,7 +166,9 @@ def _(x: Tensor, size: int, alpha: float, beta: float, k: float) -> tuple[Tensor
 
 
 @lrn_backward.register_kernel("cuda")
-def _(grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float, beta: float) -> Tensor:
+def _(
+    grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float, beta: float, native: bool = False
+) -> Tensor:
     kernels = _triton_kernels()
     if kernels is None:
         return backward_torch(grad_y, x, s, size, alpha, beta)
@@ -175,29 +186,37 @@ def _triton_kernels():
 
 
 @lrn.register_fake
-def _(x: Tensor, size: int, alpha: float, beta: float, k: float) -> tuple[Tensor, Tensor]:
+def _(
+    x: Tensor, size: int, alpha: float, beta: float, k: float, native: bool = False
+) -> tuple[Tensor, Tensor]:
     return torch.empty_like(x), torch.empty_like(x, dtype=arithmetic_dtype(x.dtype))
 
 
 @lrn_backward.register_fake
-def _(grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float, beta: float) -> Tensor:
+def _(
+    grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float, beta: float, native: bool = False
+) -> Tensor:
     return torch.empty_like(x)
 
 
 def _save_for_backward(ctx, inputs, output) -> None:  # noqa: ANN001 - torch.library's signature
-    x, size, alpha, beta, _ = inputs
+    x, size, alpha, beta, _, native = inputs
     ctx.save_for_backward(x, output[1])
-    ctx.size, ctx.alpha, ctx.beta = size, alpha, beta
+    ctx.size, ctx.alpha, ctx.beta, ctx.native = size, alpha, beta, native
 
 
 def _backward(ctx, grad_y: Tensor, _grad_s: Tensor):  # noqa: ANN001, ANN202
     x, s = ctx.saved_tensors
-    return lrn_backward(grad_y, x, s, ctx.size, ctx.alpha, ctx.beta), None, None, None, None
+    grad_x = lrn_backward(grad_y, x, s, ctx.size, ctx.alpha, ctx.beta, ctx.native)
+    return grad_x, None, None, None, None, None
 
 
 lrn.register_autograd(_backward, setup_context=_save_for_backward)
 
 
-def local_response_norm(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
-    """y = x / (k + α·Σ_window x²)^β over channels of a (B, C, H, W) tensor (§3.3)."""
-    return lrn(x, size, alpha, beta, k)[0]
+def local_response_norm(
+    x: Tensor, size: int, alpha: float, beta: float, k: float, native: bool = False
+) -> Tensor:
+    """y = x / (k + α·Σ_window x²)^β over channels of a (B, C, H, W) tensor (§3.3); `native`:
+    the compiled CPU kernel where it is built (ops/lrn_native.py)."""
+    return lrn(x, size, alpha, beta, k, native)[0]

@@ -1,127 +1,174 @@
-/* Local response normalization (§3.3) on the CPU, one pass per image: lrn.py's formula, for
- * float32 tensors laid out as (images, C, HW) (contiguous: the _nchw kernels) or (images, HW, C)
- * (channels_last: the _nhwc kernels). lrn_native.py compiles this file on first use and calls
- * it from a few threads, each on its own images.
+/* Local response normalization (§3.3) on the CPU: lrn.py's torch operations, in their order of
+ * rounding, for float32 tensors laid out as (images, C, HW) (contiguous: the _nchw kernels) or
+ * (images, HW, C) (channels_last: the _nhwc kernels), and the paper's beta = 0.75. native.py
+ * builds it with -ffp-contract=off, so each product and sum is rounded on its own, as torch's
+ * elementwise operations round them: the bits are those of the torch operations on any CPU.
  *
- *   s[c] = k + alpha * sum of x[j]^2 over the `size` channels j centred on c (cut at the ends)
- *   y[c] = x[c] * s[c]^-beta
- *   dx[c] = dy[c] * s[c]^-beta - 2 alpha beta x[c] * sum over the same j of dy[j] x[j] s[j]^-(beta+1)
+ *   s = (window_sum(x * x) * alpha) + k,          y = inv(s) * x
+ *   t = ((dy * x) * inv(s)) / s,                  dx = (inv(s) * dy) + ((window_sum(t) * x) * coef)
  *
- * In (C, HW) order each channel's row of pixels is summed from the few rows around it; in
- * (HW, C) order each pixel's channels from the same channels shifted. Either way the rows stay
- * in the cache and every output is written once: no intermediate tensors, no passes over memory
- * between steps. The inner loops are plain enough for the compiler to vectorise.
+ * with inv(s) = rsqrt(s) / rsqrt(rsqrt(s)) = s^-0.75, rsqrt(v) = 1 / sqrt(v), coef = -2 alpha beta.
+ * window_sum is lrn.py's _window_sum: over the channels zero-padded by size/2 at each end, sums
+ * of 1, 2, 4, ... adjacent channels, each from the one before in one add (run[i] + run[i +
+ * width]), the parts named by the binary digits of `size` added in turn.
+ *
+ * In (C, HW) order the pixels are taken in tiles, so that a tile's padded channels stay in the
+ * cache through the sums; in (HW, C) order one pixel's channels at a time. Every kernel returns
+ * 0, or -1 if its scratch memory could not be allocated.
  */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
-static inline float inverse_power(float s, float beta) {
-    /* s^-beta; for the paper's beta = 0.75 as 1 / sqrt(s * sqrt(s)), cheaper than powf */
-    return beta == 0.75f ? 1.0f / sqrtf(s * sqrtf(s)) : powf(s, -beta);
+#define TILE 256 /* pixels per tile in (C, HW) order */
+
+static inline float inverse_power(float s) {
+    float root = 1.0f / sqrtf(s); /* s^-1/2, as torch's rsqrt rounds it */
+    return root / (1.0f / sqrtf(root));
 }
 
-static void window(long c, long channels, int size, long *first, long *last) {
-    *first = c - size / 2 < 0 ? 0 : c - size / 2;
-    *last = c + (size - 1) / 2 >= channels ? channels - 1 : c + (size - 1) / 2;
-}
-
-/* (C, HW) order. Each kernel returns 0, or -1 if its scratch memory could not be allocated. */
-int lrn_forward_nchw(const float *x, float *y, float *s, long images, long channels, long pixels,
-                     int size, float alpha, float beta, float k) {
-    for (long image = 0; image < images; image++) {
-        const float *xi = x + image * channels * pixels;
-        float *yi = y + image * channels * pixels, *si = s + image * channels * pixels;
-        for (long c = 0; c < channels; c++) {
-            long first, last;
-            window(c, channels, size, &first, &last);
-            float *sc = si + c * pixels, *yc = yi + c * pixels;
-            const float *xc = xi + c * pixels;
-            for (long p = 0; p < pixels; p++) sc[p] = 0.0f;
-            for (long j = first; j <= last; j++) {
-                const float *xj = xi + j * pixels;
-                for (long p = 0; p < pixels; p++) sc[p] += xj[p] * xj[p];
+/* out[c * out_stride + p] (c < channels, p < count) = the window sums of the padded rows in
+ * `run` (channels + 2 * (size / 2) rows of `stride` floats; overwritten). */
+static void window_sum(float *run, long stride, float *out, long out_stride, long channels,
+                       int size, long count) {
+    long rows = channels + 2 * (size / 2), offset = 0;
+    int first = 1;
+    for (long width = 1;; width *= 2) {
+        if (size & width) {
+            for (long c = 0; c < channels; c++) {
+                const float *part = run + (c + offset) * stride;
+                float *total = out + c * out_stride;
+                if (first)
+                    memcpy(total, part, count * sizeof(float));
+                else
+                    for (long p = 0; p < count; p++) total[p] += part[p];
             }
-            for (long p = 0; p < pixels; p++) {
-                sc[p] = k + alpha * sc[p];
-                yc[p] = xc[p] * inverse_power(sc[p], beta);
+            first = 0;
+            offset += width;
+        }
+        if (2 * width > size) break;
+        rows -= width;
+        for (long i = 0; i < rows; i++) {
+            float *a = run + i * stride;
+            const float *b = run + (i + width) * stride;
+            for (long p = 0; p < count; p++) a[p] += b[p];
+        }
+    }
+}
+
+/* The same sums along one row of channels: out[c] from run (channels + 2 * (size / 2) floats,
+ * overwritten), each step one loop over the channels. */
+static void window_sum_row(float *run, float *out, long channels, int size) {
+    long length = channels + 2 * (size / 2), offset = 0;
+    int first = 1;
+    for (long width = 1;; width *= 2) {
+        if (size & width) {
+            if (first)
+                memcpy(out, run + offset, channels * sizeof(float));
+            else
+                for (long c = 0; c < channels; c++) out[c] += run[offset + c];
+            first = 0;
+            offset += width;
+        }
+        if (2 * width > size) break;
+        length -= width;
+        for (long i = 0; i < length; i++) run[i] += run[i + width];
+    }
+}
+
+/* Zero the padding rows of `run` and return its first channel row. */
+static float *padded_middle(float *run, long channels, int size, long stride) {
+    long half = size / 2;
+    memset(run, 0, half * stride * sizeof(float));
+    memset(run + (half + channels) * stride, 0, half * stride * sizeof(float));
+    return run + half * stride;
+}
+
+int lrn_forward_nchw(const float *x, float *y, float *s, long images, long channels, long pixels,
+                     int size, float alpha, float k) {
+    float *run = malloc(sizeof(float) * (channels + 2 * (size / 2)) * TILE);
+    if (run == NULL) return -1;
+    for (long at = 0; at < images * channels * pixels; at += channels * pixels) {
+        for (long tile = 0; tile < pixels; tile += TILE) {
+            long count = pixels - tile < TILE ? pixels - tile : TILE, first = at + tile;
+            float *middle = padded_middle(run, channels, size, TILE);
+            for (long c = 0; c < channels; c++) {
+                const float *xc = x + first + c * pixels;
+                for (long p = 0; p < count; p++) middle[c * TILE + p] = xc[p] * xc[p];
+            }
+            window_sum(run, TILE, s + first, pixels, channels, size, count);
+            for (long c = 0; c < channels; c++) {
+                const float *xc = x + first + c * pixels;
+                float *sc = s + first + c * pixels, *yc = y + first + c * pixels;
+                for (long p = 0; p < count; p++) {
+                    sc[p] = sc[p] * alpha + k;
+                    yc[p] = inverse_power(sc[p]) * xc[p];
+                }
             }
         }
     }
+    free(run);
     return 0;
 }
 
 int lrn_backward_nchw(const float *dy, const float *x, const float *s, float *dx, long images,
-                      long channels, long pixels, int size, float alpha, float beta) {
-    float *through = malloc(sizeof(float) * channels * pixels); /* dy x s^-(beta+1), one image */
-    if (through == NULL) return -1;
-    for (long image = 0; image < images; image++) {
-        long offset = image * channels * pixels;
-        const float *dyi = dy + offset, *xi = x + offset, *si = s + offset;
-        float *dxi = dx + offset;
-        for (long q = 0; q < channels * pixels; q++)
-            through[q] = dyi[q] * xi[q] * inverse_power(si[q], beta) / si[q];
-        for (long c = 0; c < channels; c++) {
-            long first, last;
-            window(c, channels, size, &first, &last);
-            float *dxc = dxi + c * pixels;
-            for (long p = 0; p < pixels; p++) dxc[p] = 0.0f;
-            for (long j = first; j <= last; j++) {
-                const float *tj = through + j * pixels;
-                for (long p = 0; p < pixels; p++) dxc[p] += tj[p];
+                      long channels, long pixels, int size, float coef) {
+    float *run = malloc(sizeof(float) * (channels + 2 * (size / 2)) * TILE);
+    if (run == NULL) return -1;
+    for (long at = 0; at < images * channels * pixels; at += channels * pixels) {
+        for (long tile = 0; tile < pixels; tile += TILE) {
+            long count = pixels - tile < TILE ? pixels - tile : TILE, first = at + tile;
+            float *middle = padded_middle(run, channels, size, TILE);
+            for (long c = 0; c < channels; c++) {
+                long row = first + c * pixels;
+                for (long p = 0; p < count; p++)
+                    middle[c * TILE + p] =
+                        dy[row + p] * x[row + p] * inverse_power(s[row + p]) / s[row + p];
             }
-            const float *dyc = dyi + c * pixels, *xc = xi + c * pixels, *sc = si + c * pixels;
-            for (long p = 0; p < pixels; p++)
-                dxc[p] = dyc[p] * inverse_power(sc[p], beta) - 2.0f * alpha * beta * xc[p] * dxc[p];
+            window_sum(run, TILE, dx + first, pixels, channels, size, count);
+            for (long c = 0; c < channels; c++) {
+                long row = first + c * pixels;
+                for (long p = 0; p < count; p++)
+                    dx[row + p] = inverse_power(s[row + p]) * dy[row + p] +
+                                  dx[row + p] * x[row + p] * coef;
+            }
         }
     }
-    free(through);
+    free(run);
     return 0;
 }
 
-/* (HW, C) order: each pixel's channels in turn. */
-static void shifted_sums(const float *row, float *sums, long channels, int size) {
-    /* sums[c] = the sum of row[j] over channel c's window */
-    for (long c = 0; c < channels; c++) sums[c] = 0.0f;
-    for (long shift = -(size / 2); shift <= (size - 1) / 2; shift++) {
-        long first = shift < 0 ? -shift : 0, end = shift > 0 ? channels - shift : channels;
-        for (long c = first; c < end; c++) sums[c] += row[c + shift];
-    }
-}
-
 int lrn_forward_nhwc(const float *x, float *y, float *s, long images, long channels, long pixels,
-                     int size, float alpha, float beta, float k) {
-    float *squares = malloc(sizeof(float) * channels);
-    if (squares == NULL) return -1;
+                     int size, float alpha, float k) {
+    float *run = malloc(sizeof(float) * (channels + 2 * (size / 2)));
+    if (run == NULL) return -1;
     for (long at = 0; at < images * pixels * channels; at += channels) {
         const float *xp = x + at;
-        float *yp = y + at, *sp = s + at;
-        for (long c = 0; c < channels; c++) squares[c] = xp[c] * xp[c];
-        shifted_sums(squares, sp, channels, size);
+        float *yp = y + at, *sp = s + at, *middle = padded_middle(run, channels, size, 1);
+        for (long c = 0; c < channels; c++) middle[c] = xp[c] * xp[c];
+        window_sum_row(run, sp, channels, size);
         for (long c = 0; c < channels; c++) {
-            sp[c] = k + alpha * sp[c];
-            yp[c] = xp[c] * inverse_power(sp[c], beta);
+            sp[c] = sp[c] * alpha + k;
+            yp[c] = inverse_power(sp[c]) * xp[c];
         }
     }
-    free(squares);
+    free(run);
     return 0;
 }
 
 int lrn_backward_nhwc(const float *dy, const float *x, const float *s, float *dx, long images,
-                      long channels, long pixels, int size, float alpha, float beta) {
-    float *scratch = malloc(sizeof(float) * 2 * channels);
-    if (scratch == NULL) return -1;
-    float *scale = scratch, *through = scratch + channels; /* s^-beta; dy x s^-(beta+1) */
+                      long channels, long pixels, int size, float coef) {
+    float *run = malloc(sizeof(float) * (channels + 2 * (size / 2)));
+    if (run == NULL) return -1;
     for (long at = 0; at < images * pixels * channels; at += channels) {
         const float *dyp = dy + at, *xp = x + at, *sp = s + at;
-        float *dxp = dx + at;
-        for (long c = 0; c < channels; c++) {
-            scale[c] = inverse_power(sp[c], beta);
-            through[c] = dyp[c] * xp[c] * scale[c] / sp[c];
-        }
-        shifted_sums(through, dxp, channels, size);
+        float *dxp = dx + at, *middle = padded_middle(run, channels, size, 1);
         for (long c = 0; c < channels; c++)
-            dxp[c] = dyp[c] * scale[c] - 2.0f * alpha * beta * xp[c] * dxp[c];
+            middle[c] = dyp[c] * xp[c] * inverse_power(sp[c]) / sp[c];
+        window_sum_row(run, dxp, channels, size);
+        for (long c = 0; c < channels; c++)
+            dxp[c] = inverse_power(sp[c]) * dyp[c] + dxp[c] * xp[c] * coef;
     }
-    free(scratch);
+    free(run);
     return 0;
 }

@@ -1,18 +1,14 @@
 """LRN's compiled CPU kernels (lrn_cpu.c, §3.3), for float32 in torch's contiguous or
-channels_last order: built with the system's C compiler on first use, called through ctypes
-from a few threads, each on its own images.
+channels_last order and the paper's β = 0.75: the bits of lrn.py's torch operations, called
+through ctypes from a few threads, each on its own images.
 
-Why: the torch operations of lrn.py make ~20 passes over each chunk of images, ~1,000 small
-operations a training step at batch 32, each split over the cores. On an idle machine that is
-fast; on a busy one each split waits for its slowest thread, and a thread that shares its core
-with another process can wait a whole time slice. The C kernel reads x once and writes y and s
-once (forward), and the images are handed out to the threads as they become free, so a thread
-that is held up does fewer of them instead of holding up the rest. ctypes releases the GIL for
-the call.
+Why: the torch operations make ~20 passes over each chunk of images, each split over the cores;
+on a busy machine each split waits for its slowest thread. The C kernel reads x once and writes
+y and s once (forward), and the images are handed out to the threads as they become free, so a
+thread that is held up does fewer of them instead of holding up the rest.
 
-The library is built and cached by native.py; where it cannot be, `library()` is None (with
-one warning) and lrn.py keeps its torch operations. ALEXNET_NATIVE_LRN=0 (or `ENABLED = False`)
-keeps them anyway.
+The library is built ahead of use (native.build_kernels, from the recipe's run.native_kernels);
+`layout_of` says None until it is, and lrn.py keeps its torch operations.
 """
 
 from __future__ import annotations
@@ -29,9 +25,11 @@ from torch import Tensor
 
 from alexnet import native
 
-SOURCE = Path(__file__).with_name("lrn_cpu.c")
-ENABLED = os.environ.get("ALEXNET_NATIVE_LRN", "1") != "0"  # off: lrn.py's torch operations
 LAYOUTS = {torch.contiguous_format: "nchw", torch.channels_last: "nhwc"}  # the kernels' suffixes
+KERNEL = native.Kernel(
+    Path(__file__).with_name("lrn_cpu.c"),
+    tuple(f"lrn_{way}_{layout}" for way in ("forward", "backward") for layout in LAYOUTS.values()),
+)
 TASKS_PER_THREAD = 4  # images handed out in this many parts per thread: a late thread's share
 # Below this a part costs less than handing it to a thread: at the digits net's shapes (maps of
 # 2.4 and 1.2 MB at batch 32) forward + backward took 2.4 and 1.2 ms in the calling thread
@@ -41,30 +39,26 @@ MIN_PART_BYTES = 2 << 20
 _pointer, _long, _int, _float = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
 
 
-@functools.cache
 def library() -> ctypes.CDLL | None:
-    """The compiled kernels (built on the first call of a machine), or None: see the docstring."""
-    kernels = native.load(
-        SOURCE, "LRN's compiled CPU kernel", "using torch operations, slower on a busy machine"
-    )
-    if kernels is None:
-        return None
-    for layout in LAYOUTS.values():
-        forward, backward = (
-            getattr(kernels, f"lrn_forward_{layout}"),
-            getattr(kernels, f"lrn_backward_{layout}"),
-        )
-        forward.argtypes = [_pointer] * 3 + [_long] * 3 + [_int] + [_float] * 3
-        backward.argtypes = [_pointer] * 4 + [_long] * 3 + [_int] + [_float] * 2
-        forward.restype = backward.restype = _int
+    """The kernels if native.build_kernels made them ready in this process, else None."""
+    kernels = native.loaded(KERNEL)
+    if kernels is not None and kernels.lrn_forward_nchw.argtypes is None:  # once a library
+        for layout in LAYOUTS.values():
+            forward, backward = (
+                getattr(kernels, f"lrn_forward_{layout}"),
+                getattr(kernels, f"lrn_backward_{layout}"),
+            )
+            forward.argtypes = [_pointer] * 3 + [_long] * 3 + [_int] + [_float] * 2
+            backward.argtypes = [_pointer] * 4 + [_long] * 3 + [_int] + [_float]
+            forward.restype = backward.restype = _int
     return kernels
 
 
-def layout_of(*tensors: Tensor) -> str | None:
+def layout_of(*tensors: Tensor, beta: float = 0.75) -> str | None:
     """The kernels' name for the memory order all of `tensors` share ("nchw" or "nhwc"), or None
     where the compiled kernels do not take them: not float32 (B, C, H, W) on the CPU, in one of
-    those orders, or the library disabled or not built."""
-    if not ENABLED or not all(
+    those orders, β other than 0.75 (whose power has no exact torch twin), or not built."""
+    if beta != 0.75 or not all(
         t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 4 for t in tensors
     ):
         return None
@@ -113,17 +107,17 @@ def _over_images(name: str, tensors: tuple[Tensor, ...], *arguments) -> None:
     _in_parts(len(tensors[0]), image_bytes, part)
 
 
-def forward(x: Tensor, size: int, alpha: float, beta: float, k: float) -> tuple[Tensor, Tensor]:
-    """(y, s) of lrn.py's formula, by the compiled kernel (`layout_of(x)` must be one), in x's
-    memory order."""
+def forward(x: Tensor, size: int, alpha: float, k: float) -> tuple[Tensor, Tensor]:
+    """(y, s) of lrn.py's formula with β = 0.75, by the compiled kernel (`layout_of(x)` must be
+    one), in x's memory order."""
     y, s = torch.empty_like(x), torch.empty_like(x)
-    _over_images("lrn_forward", (x, y, s), size, alpha, beta, k)
+    _over_images("lrn_forward", (x, y, s), size, alpha, k)
     return y, s
 
 
-def backward(grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float, beta: float) -> Tensor:
-    """dx of lrn.py's closed form, by the compiled kernel (`layout_of(grad_y, x, s)` must be
-    one), in x's memory order."""
+def backward(grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float) -> Tensor:
+    """dx of lrn.py's closed form with β = 0.75, by the compiled kernel (`layout_of(grad_y, x,
+    s)` must be one), in x's memory order."""
     grad_x = torch.empty_like(x)
-    _over_images("lrn_backward", (grad_y, x, s, grad_x), size, alpha, beta)
+    _over_images("lrn_backward", (grad_y, x, s, grad_x), size, -2 * alpha * 0.75)
     return grad_x

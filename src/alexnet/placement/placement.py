@@ -8,13 +8,16 @@ validation figures were measured during training.
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from alexnet.host_memory import keep_freed_memory
 from alexnet.placement.device import resolve_device
+from alexnet.placement.kernels import resolve_native_kernels
 from alexnet.placement.ranks import Ranks
 from alexnet.placement.towers import TwoTowers, parse_devices
 from alexnet.recipe import RecipeError, RunRecipe
@@ -31,6 +34,9 @@ class Placement:
     ranks: Ranks = field(default_factory=Ranks)
     towers: tuple[torch.device, torch.device] | None = None  # §3.2: tower one's, tower two's
     compile_mode: str = "default"  # torch.compile's mode when `compile` (recipe.RunRecipe)
+    native_kernels: bool = False  # the compiled CPU kernels, built (placement/kernels.py)
+    split_towers: bool = False  # §3.2's tower convolutions as two convolutions (model.py)
+    keep_freed_memory: bool = False  # the CPU allocator setting `prepare` makes (host_memory.py)
 
     @classmethod
     def for_run(cls, run: RunRecipe, device: str | None = None) -> Placement:
@@ -62,7 +68,19 @@ class Placement:
         return cls(
             device, run.bf16 and on_cuda, run.channels_last and on_cuda, run.compile and on_cuda,
             ranks or Ranks(), towers, run.compile_mode,
+            native_kernels=resolve_native_kernels(run.native_kernels, device),
+            split_towers=run.tower_convs == "split" or (run.tower_convs == "auto" and on_cuda),
+            keep_freed_memory=run.keep_freed_memory and device.type == "cpu",
         )  # fmt: skip
+
+    def resolved(self, run: RunRecipe) -> RunRecipe:
+        """`run` with its "auto" fast paths replaced by what this placement chose, for
+        recipe.json: a repeat of the run takes the same paths, or says why it cannot."""
+        return dataclasses.replace(
+            run,
+            native_kernels="on" if self.native_kernels else "off",
+            tower_convs="split" if self.split_towers else "grouped",
+        )
 
     @property
     def description(self) -> str:
@@ -83,21 +101,25 @@ class Placement:
         return where + self.description
 
     def prepare(self) -> None:
-        """Process-wide settings for fast steps on this device: cuDNN picks the fastest
-        convolution algorithms for the (fixed) shapes on CUDA. (On a CPU, AlexNet's first forward
-        pass applies the allocator setting the steps need: host_memory.py.)"""
+        """Process-wide settings for fast steps on this device, made by `fit` and the CLI only
+        (never by model code): cuDNN picks the fastest convolution algorithms for the (fixed)
+        shapes on CUDA; on a CPU, glibc keeps freed memory for the next step (host_memory.py)."""
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+        if self.keep_freed_memory:
+            keep_freed_memory()
 
     def place(self, network: nn.Module) -> nn.Module:
-        """The network on its device, or split over the two towers' devices (§3.2)."""
-        return TwoTowers(network, self.towers) if self.towers else self.model(network)
+        """The network on its device, or split over the two towers' devices (§3.2), computing
+        the way this placement chose."""
+        if self.towers:
+            return TwoTowers(self._fast_paths(network), self.towers)
+        return self.model(network)
 
     def step_model(self, model: nn.Module) -> nn.Module:
         """The module the training and evaluation steps call: DistributedDataParallel under
         torchrun, compiled (in `compile_mode`) when `compile` is on. It shares its parameters with
-        `model`, which
-        checkpoints keep."""
+        `model`, which checkpoints keep."""
         model = self.ranks.wrap(model, self.device)
         return torch.compile(model, mode=self.compile_mode) if self.compile else model
 
@@ -107,13 +129,17 @@ class Placement:
 
     def model(self, model: nn.Module) -> nn.Module:
         memory_format = torch.channels_last if self.channels_last else torch.preserve_format
-        return model.to(self.device, memory_format=memory_format)
+        return self._fast_paths(model).to(self.device, memory_format=memory_format)
+
+    def _fast_paths(self, model: nn.Module) -> nn.Module:
+        if hasattr(model, "set_fast_paths"):  # an AlexNet
+            model.set_fast_paths(native_kernels=self.native_kernels, split_towers=self.split_towers)
+        return model
 
     def images(self, images: torch.Tensor) -> torch.Tensor:
         """The batch on the device, in the layout of the fast paths on CUDA; on a CPU in the
-        loader's (channels-last crops, crops.py), which the convolutions then keep: the paper's
-        net at 224 px, batch 32, trained at 41.1 img/s from channels-last images against 37.9
-        from contiguous ones on 2 cores (at 64 px, 265 against 268)."""
+        loader's (channels-last crops, loading/items.py), which the convolutions then keep
+        (docs/measurements.md, "CPU memory order")."""
         memory_format = self.memory_format if self.device.type == "cuda" else torch.preserve_format
         return images.to(self.device, non_blocking=True, memory_format=memory_format)
 

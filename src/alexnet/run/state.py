@@ -115,6 +115,7 @@ def start_run(
     loader_options = dict(
         workers=recipe.run.workers, seed=recipe.run.seed, device=placement.device,
         rank=placement.ranks.rank, world=placement.ranks.world, gpu_decode=recipe.run.gpu_decode,
+        native_kernels=placement.native_kernels,
     )  # fmt: skip
     batch_size = recipe.optim.batch_size
     run = Run(

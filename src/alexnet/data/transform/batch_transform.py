@@ -32,22 +32,16 @@ def check_sizes(recipe: DataRecipe, stats: DataStats) -> None:
 
 
 class BatchTransform:
-    """On the device, a CropBatch -> float32 images (B, 3, c, c) or (B, 10, 3, c, c): minus the
-    mean image's window of each crop (§2), plus the image's PCA lighting shift (§4.1), divided by
-    the channel std when the recipe standardises.
+    """On the device, a CropBatch -> float32 images (B, 3, c, c) or (B, 10, 3, c, c) in the
+    crops' memory order: minus the mean image's window of each crop (§2), plus the image's PCA
+    lighting shift (§4.1), divided by the channel std when the recipe standardises.
 
-    On CUDA each step is one operation on the whole batch, the mean's windows cut in one gather.
-    On a CPU the same steps run crop by crop (per_image), so that each crop stays in cache
-    between them, subtracting a view of the mean image (or of its mirror) instead of a copy:
-    measured on 2 cores at batch 128 and 224 px, about a fifth of the time of whole-batch steps,
-    which are bound by memory bandwidth there. The images keep the crops' memory order. Both
-    give the same values. Where cpu_kernel.py's compiled loop is built, the crop-by-crop steps
-    are that loop, one call a batch, with the same bits. They run on one thread: each is too
-    small for torch to gain from splitting it, and on a CPU busy with loader workers (or other
-    jobs) every split step waits for a second thread to be scheduled (measured on 2 busy cores:
-    20 ms a batch of 128 on one thread, 40-3000 ms on two). That includes the lighting shifts'
-    (B, 3) x (3, 3) product: with 2 threads, while loader threads kept both cores busy, it took
-    7.7 ms a batch, a fifth of the loader's time.
+    Two paths, one arithmetic: each step as one torch operation on the whole batch (the mean's
+    windows cut in one gather), or, with `native_kernels` on a CPU, all steps in one compiled
+    loop over each crop (cpu_kernel.py), with the same bits: on a CPU the whole-batch steps are
+    bound by memory bandwidth, and the loop reads each crop once. The loop and the lighting
+    product run on one thread: on a CPU shared with loader threads every split step would wait
+    for a second thread to be scheduled.
     """
 
     def __init__(
@@ -57,13 +51,13 @@ class BatchTransform:
         device: torch.device | str,
         *,
         lighting: bool,
-        per_image: bool | None = None,
+        native_kernels: bool = False,
     ):
         check_sizes(recipe, stats)
         self.device = torch.device(device)
         self.lighting = lighting
-        self.per_image = self.device.type == "cpu" if per_image is None else per_image
-        self.reused = ReusedImages()  # where the crop-by-crop steps write
+        self.native_kernels = native_kernels
+        self.reused = ReusedImages()  # where the compiled loop writes
         self.crop_size = recipe.crop_size
         self.mean_image = stats.mean_image.to(self.device)[None]  # (1, 3, S, S)
         self.mean_pixels = self.mean_image[0].permute(1, 2, 0).contiguous()  # (S, S, 3)
@@ -80,19 +74,15 @@ class BatchTransform:
         else:
             crops = batch.pixels.to(self.device, non_blocking=True)
         alpha = batch.alpha.to(self.device, non_blocking=True) if self.lighting else None
-        if self.per_image:
+        if self.native_kernels and cpu_kernel.takes(crops):
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
                 images = self.reused.like(crops)  # the crops' memory order
-                shift = self._shift(alpha)
-                if cpu_kernel.takes(crops):  # the same steps, compiled: one call a batch
-                    cpu_kernel.transform(
-                        crops, windows, self.mean_pixels, self.mirrored_mean_pixels, shift,
-                        self.channel_std, out=images,
-                    )  # fmt: skip
-                else:
-                    self._crop_by_crop(crops, windows, shift, out=images)
+                cpu_kernel.transform(
+                    crops, windows, self.mean_pixels, self.mirrored_mean_pixels,
+                    self._shift(alpha), self.channel_std, out=images,
+                )  # fmt: skip
                 return images
             finally:
                 torch.set_num_threads(threads)
@@ -129,25 +119,3 @@ class BatchTransform:
                 "store again, or set run.gpu_decode=false"
             ) from None
         return torch.stack(decoded)
-
-    def _crop_by_crop(self, crops, windows, shift, out: torch.Tensor) -> None:
-        """The images into `out` (the crops' shape and memory order), each crop as (c, c, 3)
-        pixels, the loader's memory order: every step runs along rows of c·3 adjacent values, a
-        colour's shift and std tiled along a row."""
-        size, crop = self.mean_image.shape[-1], self.crop_size
-        crops_per_image = windows[0].numel() // 3  # 1, or 10 for ten crops
-        flat_images = out.view(-1, 3, crop, crop).permute(0, 2, 3, 1)  # (N, c, c, 3)
-        flat_crops = crops.reshape(-1, 3, crop, crop).permute(0, 2, 3, 1)
-        if shift is not None:
-            shift = shift[:, None].expand(len(shift), crop, 3).contiguous()  # (B, c, 3)
-        std = None if self.channel_std is None else self.channel_std.view(1, 3).expand(crop, 3)
-        for k, (top, left, flipped) in enumerate(windows.view(-1, 3).tolist()):
-            if flipped:  # the mirror of window (top, left) is window (top, S - left - c) mirrored
-                mean = self.mirrored_mean_pixels[top : top + crop, size - left - crop : size - left]
-            else:
-                mean = self.mean_pixels[top : top + crop, left : left + crop]
-            torch.sub(flat_crops[k], mean, out=flat_images[k])
-            if shift is not None:
-                flat_images[k] += shift[k // crops_per_image]
-            if std is not None:
-                flat_images[k] /= std

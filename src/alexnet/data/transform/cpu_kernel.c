@@ -1,5 +1,5 @@
-/* A batch's crops as the net sees them on the CPU (§2, §4.1): batches.py's arithmetic, one pass
- * over each crop. cpu_kernel.py compiles this file on first use.
+/* A batch's crops as the net sees them on the CPU (§2, §4.1): BatchTransform's arithmetic, one
+ * pass over each crop. native.py builds it ahead of use, with -ffp-contract=off.
  *
  * crops: `count` uint8 crops of crop x crop pixels, each (crop, crop, 3) in memory (the loader's
  * channels-last order); images: where the float32 results go, in the same order. windows:
@@ -9,16 +9,16 @@
  *
  *   image = ((float)crop - the mean's window) [+ shift] [/ std]
  *
- * in that order, as torch's operations round it, so both give the same bits. A mirrored crop
- * subtracts the mirror's window at (top, size - left - crop), which is the mean's window
- * mirrored. Each row of crop x 3 values is one loop the compiler vectorises, the shift and std
- * tiled along it, into a row on the stack (those three rows are a few KB: the call allocates
- * nothing). The row then goes out with streaming stores, which write memory without first
- * reading each line of it into the cache: a batch's images (77 MB at 128 x 224²) are far larger
- * than the cache, and the net reads them from memory anyway. On 2 cores, batch 128 at 224 px:
- * 55 µs an image with plain stores, 36 with these; 61-70 against 36 while two threads decode.
+ * in that order, each step rounded as torch's operations round it, so both give the same bits.
+ * A mirrored crop subtracts the mirror's window at (top, size - left - crop), which is the
+ * mean's window mirrored. Each row of crop x 3 values is one loop the compiler vectorises, the
+ * shift and std tiled along it, into a row allocated once a call. The row then goes out with
+ * streaming stores, which write memory without first reading each line of it into the cache:
+ * a batch's images are far larger than the cache, and the net reads them from memory anyway.
+ * Returns 0, or -1 if the rows could not be allocated.
  */
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__SSE__)
 #include <xmmintrin.h>
@@ -37,11 +37,13 @@ static void store(float *out, const float *row, long n) {
     memcpy(out, row, n * sizeof(float));
 }
 
-void transform_crops(const uint8_t *crops, float *images, const int64_t *windows, long count,
+int transform_crops(const uint8_t *crops, float *images, const int64_t *windows, long count,
                     long crops_per_image, long crop, const float *mean, const float *mirrored,
                     long size, const float *shift, const float *std) {
     long row = crop * 3;
-    float shift_row[row], std_row[row], done[row];
+    float *rows = malloc(sizeof(float) * 3 * row);
+    if (rows == NULL) return -1;
+    float *shift_row = rows, *std_row = rows + row, *done = rows + 2 * row;
     for (long j = 0; j < row; j++) std_row[j] = std ? std[j % 3] : 1.0f;
     for (long k = 0; k < count; k++) {
         long top = windows[3 * k], left = windows[3 * k + 1], flipped = windows[3 * k + 2];
@@ -64,4 +66,6 @@ void transform_crops(const uint8_t *crops, float *images, const int64_t *windows
 #if defined(__SSE__)
     _mm_sfence();
 #endif
+    free(rows);
+    return 0;
 }
