@@ -1,9 +1,12 @@
 """Batches of crops written in place into buffers allocated once and reused (§5: batches of 128).
 
 `fill_batch` makes the batch `make_loader` makes of `CropItems` (each item's window and α drawn
-from a generator seeded with (seed, epoch, index), process_loader.py; an unreadable item dropped and
-counted), but cuts each crop straight into the next row of a given uint8 buffer: no tensor per
-item, no stacking, no allocation. `BufferRing` holds the buffers a loader cycles through and
+from a generator seeded with (seed, epoch, index), process_loader.py; an unreadable item
+dropped and counted), with the same per-item steps (`CropItems.draws` and `.cut`), but cuts
+each crop straight into the next row of a given uint8 buffer: no tensor per item, no stacking,
+no allocation. Why both exist: worker processes must hand each item back as a tensor of its
+own, pickled through shared memory, and `collate_crops` stacks them; threads of this process
+can write into one buffer instead. `BufferRing` holds the buffers a loader cycles through and
 knows when one may be written again: once its batch is given back, and on CUDA once the copies
 queued from it by then have run.
 """
