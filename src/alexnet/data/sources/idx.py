@@ -20,18 +20,22 @@ to the pipeline in RGB.
 from __future__ import annotations
 
 import gzip
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
 from alexnet.data.sources.dataset import ArraySource, DataError, Splits
+from alexnet.data.sources.decode import ImageTooLarge, check_size
 from alexnet.files import cache_dir
 
 UNSIGNED_BYTE = 0x08  # the IDX type code of uint8 data, the third byte of the magic number
 IMAGES_MAGIC = 0x00000803  # unsigned bytes, 3 dimensions (count, rows, columns)
 LABELS_MAGIC = 0x00000801  # unsigned bytes, 1 dimension (count)
+MAX_BYTES = 2**30  # an IDX file's data: 1.4M 28×28 images, three times that once grey is RGB
 TRAIN_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
 TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -134,11 +138,30 @@ def read_idx_labels(path: Path, class_count: int = 10) -> np.ndarray:
 
 
 def _read_idx(path: Path, magic: int, what: str) -> np.ndarray:
-    """The array of an IDX file of unsigned bytes whose magic number must be `magic`."""
-    content = _read_bytes(path)
-    if len(content) < 4:
-        raise DataError(f"bad IDX {what} file {path}: {len(content)} bytes, too short for a header")
-    found = int.from_bytes(content[:4], "big")
+    """The array of an IDX file of unsigned bytes whose magic number must be `magic`. The header
+    comes first: its sizes are checked against the limits (images: check_size, all: MAX_BYTES)
+    and a plain file's length before the data is read, as a stream (gzip too), never more than
+    the header promises."""
+    try:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as file:
+            shape = _header(file, path, magic, what)
+            expected = int(np.prod(shape, dtype=np.int64))
+            if path.suffix != ".gz":  # its length is known before a byte of data is read
+                _check_length(path, what, shape, os.fstat(file.fileno()).st_size - file.tell())
+            content = file.read(expected)
+            more = len(file.read(1))
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"cannot read IDX file {path}: {error}") from None
+    _check_length(path, what, shape, len(content) + more, more)
+    return np.frombuffer(content, dtype=np.uint8).reshape(shape)
+
+
+def _header(file: BinaryIO, path: Path, magic: int, what: str) -> tuple[int, ...]:
+    """The sizes of an IDX header read from `file`, each checked against `magic` and limits."""
+    head = file.read(4)
+    if len(head) < 4:
+        raise DataError(f"bad IDX {what} file {path}: {len(head)} bytes, too short for a header")
+    found = int.from_bytes(head, "big")
     if found >> 8 != magic >> 8:  # two zero bytes, then the type code
         raise DataError(
             f"bad IDX {what} file {path}: magic number 0x{found:08x}, expected 0x{magic:08x} "
@@ -149,36 +172,37 @@ def _read_idx(path: Path, magic: int, what: str) -> np.ndarray:
         raise DataError(
             f"bad IDX {what} file {path}: {dimension_count} dimensions, expected {magic & 0xFF}"
         )
-    header_length = 4 + 4 * dimension_count
-    if len(content) < header_length:
+    sizes = file.read(4 * dimension_count)
+    if len(sizes) < 4 * dimension_count:
         raise DataError(
-            f"bad IDX {what} file {path}: {len(content)} bytes, too short for a header of "
+            f"bad IDX {what} file {path}: {4 + len(sizes)} bytes, too short for a header of "
             f"{dimension_count} dimensions"
         )
-    shape = tuple(
-        int.from_bytes(content[4 + 4 * axis : 8 + 4 * axis], "big")
-        for axis in range(dimension_count)
-    )
-    expected = int(np.prod(shape, dtype=np.int64))
-    data_length = len(content) - header_length
-    if data_length != expected:
-        problem = "truncated" if data_length < expected else "trailing bytes"
+    shape = tuple(int.from_bytes(sizes[at : at + 4], "big") for at in range(0, len(sizes), 4))
+    if what == "images":
+        try:
+            check_size(shape[2], shape[1])
+        except ImageTooLarge as error:
+            raise DataError(f"bad IDX images file {path}: {error}") from None
+    size = int(np.prod(shape, dtype=np.int64))
+    if size > MAX_BYTES:
         raise DataError(
-            f"bad IDX {what} file {path}: {data_length} bytes of data, but the header's "
+            f"IDX {what} file {path}: {'×'.join(map(str, shape))} {what} are "
+            f"{size / 2**20:.0f} MiB, more than the {MAX_BYTES / 2**20:.0f} MiB allowed"
+        )
+    return shape
+
+
+def _check_length(path: Path, what: str, shape: tuple[int, ...], length: int, more: int = 0):
+    """The data must be exactly as long as the header says (`more`: bytes left past it)."""
+    expected = int(np.prod(shape, dtype=np.int64))
+    if length != expected:
+        problem = "truncated" if length < expected else "trailing bytes"
+        bytes_of = f"more than {expected}" if more and length > expected else str(length)
+        raise DataError(
+            f"bad IDX {what} file {path}: {bytes_of} bytes of data, but the header's "
             f"{'×'.join(map(str, shape))} needs {expected} ({problem})"
         )
-    return np.frombuffer(content, dtype=np.uint8, offset=header_length).reshape(shape)
-
-
-def _read_bytes(path: Path) -> bytes:
-    """The whole file, gunzipped if its name ends in .gz."""
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as file:
-                return file.read()
-        return path.read_bytes()
-    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
-        raise DataError(f"cannot read IDX file {path}: {error}") from None
 
 
 def _read_pair(
