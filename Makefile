@@ -25,12 +25,17 @@ lint: install
 demo: install
 	$(BIN)/alexnet demo
 
+# Each benchmark's output (stdout and stderr) is appended, dated, to docs/measurements.md.
+BENCHES := bench_step bench_data bench_pipeline bench_train bench_predict
+
 bench: install
-	$(BIN)/python bench/bench_step.py
-	$(BIN)/python bench/bench_data.py
-	$(BIN)/python bench/bench_pipeline.py
-	$(BIN)/python bench/bench_train.py
-	$(BIN)/python bench/bench_predict.py
+	{ echo; echo "## make bench, $$(date -u +%F) on $$(uname -n) ($$(nproc) cores)"; echo; \
+	  echo '```'; \
+	  for bench in $(BENCHES); do \
+	    echo "$$ python bench/$$bench.py"; $(BIN)/python bench/$$bench.py 2>&1; \
+	  done; \
+	  echo '```'; } >> docs/measurements.md
+	@echo "make bench: results appended to docs/measurements.md"
 
 clean:
 	rm -rf $(VENV) runs
