@@ -137,19 +137,17 @@ class FlushedInBackground:
     """Atomic writes whose slow last part runs in a thread while the caller goes on.
 
     `write(path, ...)` writes the temporary file at once (into the page cache), then a thread
-    flushes it to disk, renames it to `path` and calls `then()`. A checkpoint of this net is
-    456 MB: writing it took 0.3 s here and flushing it 2.3 s, every epoch. Until the thread is
-    done the old file stays in place, so a kill then loses only the newest write. The next
-    `write` and `wait()` wait for it and raise what it raised; the thread is not a daemon, so
-    the interpreter waits for it too before exiting.
+    flushes it to disk, renames it to `path` and calls `then()`: a checkpoint of this net is
+    456 MB, and its flush is most of its write (docs/measurements.md, "Checkpoints"). Until the
+    thread is done the old file stays in place, so a kill then loses only the newest write.
+    The next `write` and `wait()` wait for it and raise what it raised; the thread is not a
+    daemon, so the interpreter waits for it too before exiting.
 
     Just before it writes, the file it replaces (on disk since its own flush) hands its cached
     pages back to the system, and the new file is written into them at once. Memory freed
     here goes back to the virtual machine's host within seconds, and taking fresh memory is
-    what a write pays for: 456 MB took 1.0-1.1 s into fresh pages, 0.24-0.91 s into pages
-    handed back 6 s before (as when the previous flush handed them back) and 0.21-0.22 s into
-    pages handed back just before. The newest file stays cached: the report reads it. Reading
-    a dropped one back from disk costs about 1 s per 456 MB.
+    what a write pays for (docs/measurements.md, "Checkpoints"). The newest file stays cached:
+    the report reads it.
     """
 
     def __init__(self) -> None:

@@ -1,10 +1,10 @@
 """The host allocator setting this net's CPU steps need: freed memory kept for reuse.
 
-`AlexNet` applies it on its first forward pass on a CPU (model.py), so a library user's plain
-torch loop gets it as `alexnet train` does: on glibc, in-process, once; a process that only
-runs the net on a GPU is left as it is. The memory a step frees stays in the process
-for the next step instead of going back to the system (as PyTorch's CUDA caching allocator keeps
-GPU memory); a process's resident size then stays at its peak.
+The recipe's `run.keep_freed_memory` decides it; `fit` (through `Placement.prepare`) and the
+command line make it, never model code, so a library user's process is changed only when it
+asks: on glibc, in-process, once. The memory a step frees stays in the process for the next
+step instead of going back to the system (as PyTorch's CUDA caching allocator keeps GPU
+memory); a process's resident size then stays at its peak.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ def keep_freed_memory() -> bool:
     glibc serves each allocation over its mmap threshold (at most 32 MB) with fresh pages and
     unmaps them on free, so every such tensor faults its pages in again. A CPU training step of
     this net makes dozens (one batch of 32 conv1 maps is 37 MB): faulting cost more than the
-    arithmetic of LRN (measured on 2 cores: cloning 37 MB 30 ms → 8 ms; LRN forward + backward
-    at conv1 4× faster). Raising both thresholds keeps those pages in the process for the next
-    step. Returns False where the C library has no `mallopt` (not glibc); nothing changes then.
+    arithmetic of LRN (docs/measurements.md, "Freed memory on the CPU"). Raising both
+    thresholds keeps those pages in the process for the next step. Returns False where the C
+    library has no `mallopt` (not glibc); nothing changes then.
     """
     library = ctypes.util.find_library("c")
     mallopt = getattr(ctypes.CDLL(library), "mallopt", None) if library else None

@@ -24,11 +24,12 @@ class PaperSGD(torch.optim.Optimizer):
     It runs as torch's fused SGD kernel (one pass over weights, gradients and buffers) on the
     buffer b = −v/ε: b ← 0.9·b + (∂L/∂w + 0.0005·w), w ← w − ε·b is the paper's rule term for
     term while ε holds. When ε changes the paper keeps v, so the next step rescales every
-    buffer by ε_old/ε_new, inside the fused pass as a momentum of 0.9·ε_old/ε_new (a pass of
-    its own cost 7.8 ms a step over the 57M weights on 2 cores, where a warm-up or a linear
-    fall changes ε at every step). torch's own SGD keeps b instead: the difference is tested in
-    tests/test_optim.py. The state holds b ("momentum_buffer") and, per group, the ε it is
-    scaled for ("buffer_lr"): v = −buffer_lr·b. A state with the paper's "velocity" loads too.
+    buffer by ε_old/ε_new, inside the fused pass as a momentum of 0.9·ε_old/ε_new: a pass of
+    its own would cost every step where a warm-up or a linear fall changes ε
+    (docs/measurements.md, "Training step on the CPU"). torch's own SGD keeps b instead: the
+    difference is tested in tests/test_optim.py. The state holds b ("momentum_buffer") and, per
+    group, the ε it is scaled for ("buffer_lr"): v = −buffer_lr·b. A state with the paper's
+    "velocity" loads too.
     """
 
     def __init__(

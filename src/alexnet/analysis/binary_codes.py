@@ -89,8 +89,8 @@ class CodeFitter:
 def _principal_axes(sample: torch.Tensor, bits: int, seed: int) -> torch.Tensor:
     """The leading `bits` principal axes (D, bits) of a centred sample; zero columns when there
     are fewer (constant bits, which change no Hamming distance). Randomised SVD (Halko et al.,
-    `torch.svd_lowrank`, 4 power iterations): 6× faster than the full SVD of 1,437 × 4,096 fc7
-    vectors (1.3 s against 7.6 s, one thread), the same leading axes to 1e-6."""
+    `torch.svd_lowrank`, 4 power iterations): several times faster than the full SVD, the same
+    leading axes to 1e-6 (docs/measurements.md, "Evaluation, prediction and the report")."""
     rank = min(bits + 10, *sample.shape)  # 10 extra columns for the randomised range finder
     with torch.random.fork_rng(devices=[]):  # its random start, seeded: the same codes each time
         torch.manual_seed(seed)

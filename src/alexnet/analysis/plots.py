@@ -70,7 +70,8 @@ def plot_neighbours(rows: Sequence[Neighbours], path: Path, cell: int = 128) -> 
     vectors are nearest in Euclidean distance, with their class and distance.
 
     The images are laid out in one picture (each fitted into a `cell`-pixel square) drawn on
-    one axis: 42 axes of one image each took 1.2 s to draw here, this 0.2 s."""
+    one axis, several times faster to draw than an axis per image (docs/measurements.md,
+    "Evaluation, prediction and the report")."""
     band, margin = 22, 4  # pixels above each image for its caption; around each image
     columns = 1 + max(len(row.images) for row in rows)
     pitch_x, pitch_y = cell + 2 * margin, cell + band + margin

@@ -70,8 +70,8 @@ def decodes_on_device(
 def forward_batch_size(training_batch: int) -> int:
     """Images per forward pass where no gradient is kept (validation, eval, predict, fc7
     features): 4× the training batch. It fits where training did, which also held every
-    activation for the backward pass; at 64 px on 2 CPU cores the net ran forward at 1,111
-    img/s at 128 against 823 at 32."""
+    activation for the backward pass, and larger batches run faster (docs/measurements.md,
+    "Evaluation, prediction and the report")."""
     return 4 * training_batch
 
 

@@ -110,8 +110,9 @@ class StatsSums:
         self.count = 0
 
     def add(self, images: torch.Tensor) -> None:
-        """Add a batch (B, 3, S, S) uint8, one image at a time: each stays in cache (on 2 cores,
-        three times faster than whole-batch sums, which are bound by memory bandwidth)."""
+        """Add a batch (B, 3, S, S) uint8, one image at a time: each stays in cache, where
+        whole-batch sums are bound by memory bandwidth (docs/measurements.md, "The CPU's batch
+        arithmetic")."""
         for image in images:
             image = image.contiguous()  # one copy: a channels-last image would be copied twice
             self.pixel_sum += image

@@ -27,8 +27,8 @@ def fill_batch(
     """(CropBatch, labels, skipped) of the items `keys` (index, epoch), as collate_crops gives
     them; the pixels are the first rows of `buffer` (B, 3, c, c) or (B, 10, 3, c, c)."""
     # Every item's draws first, then the decoding: one loop of small torch calls, another of
-    # big ones, each keeping its own code and data in the cache (one thread, a store's JPEGs
-    # at 256 px: 338 µs an item against 377 with the draws between the decodings).
+    # big ones, each keeping its own code and data in the cache (docs/measurements.md,
+    # "Loader threads vs processes").
     draws = [
         items.draws(torch.Generator().manual_seed(derive_seed(seed, epoch, index)))
         for index, epoch in keys

@@ -7,9 +7,8 @@ the centre, or §4.1's ten, for testing) and cut, still uint8, and its PCA light
 makes a `CropBatch` of them; batches.py does the arithmetic on the device.
 
 Crops keep the memory order of every decoder here, torchvision's and Pillow's: (c, c, 3), a
-batch's pixels being (B, 3, c, c) channels-last (`channels_last_empty`). Cutting a decoded
-256² image into contiguous (3, c, c) crops transposed every byte: 87 µs of a store item's
-~470 µs on 2 cores, against 8 µs for the plain copy.
+batch's pixels being (B, 3, c, c) channels-last (`channels_last_empty`): contiguous (3, c, c)
+crops would transpose every byte (docs/measurements.md, "CPU memory order").
 """
 
 from __future__ import annotations

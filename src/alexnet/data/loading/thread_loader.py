@@ -16,33 +16,13 @@ for training, started and ended with each pass otherwise. Signal handlers run in
 thread only, so the threads go on while the training loop decides what a SIGINT means.
 
 Each thread runs torch's operations on one thread (as torch's own pin-memory thread does; the
-calling thread keeps its count). Otherwise every crop's copy starts a team of OpenMP threads
-per loader thread, and on 2 cores those teams spin against each other, the decoding and the
-training step. Measured with bench_data.py on 2 cores, 2 threads, runs before/after taking
-turns (images/s): a raw store 2,809 / 3,009 / 2,408 → 4,364 / 2,883 / 4,346 (5,800 in the
-calling thread alone); JPEG 1,961 / 2,435 → 2,676 / 2,857, where the main thread's arithmetic
-on each batch is then the limit.
+calling thread keeps its count): otherwise every crop's copy starts a team of OpenMP threads per
+loader thread, and on 2 cores those teams spin against each other and the training step.
 
-Why threads and not FFCV's worker processes writing into a ring of shared-memory buffers:
-both were built (the processes as crop_ring.py, in the commit before this module) and measured
-on 2 busy cores, batch 128 of the paper recipe, 2 workers. The loader alone: threads 1000 and
-1863 images/s (JPEG, raw), processes 1022 and 2115; with the arithmetic (3 interleaved runs
-each): threads 525/489, processes 559/529 (JPEG), threads 720/783, processes 839/873 (raw);
-through bench_data.py, threads 602, processes 468 (JPEG). Within the noise of a shared machine
-neither wins throughout, and processes need what threads have for free: pinned memory that is
-also shared (cudaHostRegister), a watch on a worker that dies or outlives its parent, a clean
-exit for workers that ignore SIGTERM, errors sent back. With 0 workers both cut in the calling
-thread.
-
-Tried and not kept (2 cores, 2 threads, the paper recipe's float batches of a JPEG store, runs
-taking turns): a lock letting one thread at a time make its small torch calls (the draws, the
-cut), since the GIL changes hands at each. The threads alone gained (fill_batch in 2 threads:
-4,610 → 5,290-5,610 images/s) but with the arithmetic in the calling thread the loader lost
-(median of 5 runs 4,576 → 4,390 images/s). Sharing each batch among the threads, or only a
-pass's last batches so that no thread idles at its end: within the noise (about ±5%). 3 or 4
-threads: slower (medians 4,050-4,205 against 4,257-4,407 for 2). The worker processes again,
-with the loop and buffers of 2026-12-05: medians of 20 passes 4,345-5,151 images/s against the
-threads' 4,549-4,582 in the same rounds: faster at times, never steadier.
+Threads and not FFCV's worker processes writing into a ring of shared-memory buffers: both were
+built and neither was faster throughout, and processes need what threads have for free (pinned
+memory that is also shared, a watch on a worker that dies, errors sent back). The figures, and
+what was tried and not kept: docs/measurements.md, "Loader threads vs processes".
 
 Contract: a batch's pixels are a view of a ring buffer, valid until the next batch is asked
 for: a consumer converts or copies them first, as DeviceBatches does (BatchTransform reads

@@ -24,7 +24,7 @@ def draw_window(
     """A random (top, left, flipped) window: every position equally likely, mirrored with
     probability 1/2 when `flip`. Draws nothing for a coordinate with one possible value.
     generator: torch's global one when None. Top and left come from one call, the same values
-    as two in turn: a loader thread holds the GIL for each call (about 4 µs)."""
+    as two in turn: a loader thread holds the GIL for each call."""
     room = image_size - crop_size
     top, left = torch.randint(0, room + 1, (2,), generator=generator).tolist() if room else (0, 0)
     flipped = flip and torch.rand((), generator=generator).item() < 0.5
@@ -85,9 +85,9 @@ def cut_window(
 
     out: a tensor the crop is copied into and returned (torch releases the GIL, so loader
     threads copy in parallel); without it, a view or a mirrored copy. The mirror is made in
-    (c, c, 3) order, a decoder's: from a decoded image into a channels-last `out`, a 3×224×224
-    crop took 8 µs (22 µs mirrored) on 2 cores, against 87 µs into a contiguous one."""
-    top, left, flipped = window.tolist()  # 0.3 µs; a generator of int()s took 3.6
+    (c, c, 3) order, a decoder's, so a copy into a channels-last `out` transposes nothing
+    (docs/measurements.md, "CPU memory order")."""
+    top, left, flipped = window.tolist()  # one call: a generator of int()s holds the GIL longer
     crop = pixels[..., top : top + crop_size, left : left + crop_size].movedim(-3, -1)
     if flipped:
         crop = crop.flip(-2)

@@ -230,7 +230,7 @@ def stratified_split(
     At least one image of every class is held out, so each class needs two or more images;
     `what` names the data in the error raised otherwise. The split is scikit-learn's
     `train_test_split(..., stratify=labels, random_state=seed)`, draw for draw (tested equal):
-    written out here because importing scikit-learn costs 1-2 s of every command's start, and
+    written out here because importing scikit-learn slows every command's start, and
     so that a held-out set does not change with scikit-learn's version.
     """
     if not 0 < fraction < 1:

@@ -146,7 +146,7 @@ class PreparedSource(ImageSource):
         self.prepared_size = int(manifest["image_size"])
         self.encoding = manifest["encoding"]
         if self.encoding == "jpeg":  # imported here, before loader workers fork, not in each
-            import torchvision.io  # noqa: F401  (and not by every command: it costs 1.5-3 s)
+            import torchvision.io  # noqa: F401  (and not by every command: a slow import)
         self.stats_file = root / STATS
         self._fingerprint = f"{manifest['fingerprint']}:{split}"
         self._bytes: np.ndarray | None = None  # the memory map, opened per process
@@ -156,7 +156,8 @@ class PreparedSource(ImageSource):
 
     def _stored(self, index: int) -> np.ndarray:
         if self._bytes is None:  # copy-on-write: writable views, nothing written back; a plain
-            # array's slice holds a loader thread's GIL for 0.3 µs, a memmap's for 2.2 µs
+            # array's slice holds a loader thread's GIL for less time than a memmap's
+            # (docs/measurements.md, "Loader threads vs processes")
             self._bytes = np.memmap(self.bin_file, dtype=np.uint8, mode="c").view(np.ndarray)
         offset = int(self.offsets[index])
         return self._bytes[offset : offset + int(self.lengths[index])]

@@ -5,9 +5,7 @@ Why: a batch of 128 images at 224 px is 77 MB of floats. Memory new to a process
 fault every 4 KB on its first write, and on a virtual machine the host may have to supply each
 page as well. host_memory.keep_freed_memory keeps freed blocks in the process, but glibc cuts
 small allocations out of a freed block, which then no longer holds a batch, so batches went on
-coming from new pages: measured on 2 cores, 18,816 faults a batch, and a loader that made 3,000
-to 4,000 images/s alone made 300 to 1,500 when an image-folder loader ran in the same process
-between its passes.
+coming from new pages (docs/measurements.md, "Freed memory on the CPU").
 
 A buffer is free when nothing but this pool holds its memory: no tensor handed out from it, no
 view of one, no autograd graph that saved one (torch counts the users of each storage).
