@@ -193,24 +193,16 @@ def _digits() -> Recipe:
     recipe.data.source = "digits"
     recipe.data.flip = False  # a mirrored digit is another glyph
     recipe.data.pca_lighting = False  # grey images: one colour axis only
-    # The demo's recipe: the paper's net (both towers, LRN, overlapping pools, dropout) trained
-    # to under 3% held-out error for seeds 0, 1 and 2 in a minute or so on 2 CPU cores (`make
-    # demo`). Measured there, best held-out top-1 error (best.pt) for seeds 0 / 1 / 2:
-    recipe.data.image_size = 64  # = the crop: 8×8 digits blown up need no translation jitter
-    # (converged faster without it), and 64 px is the net's cheapest input (conv5 pools to 1×1).
-    recipe.optim.batch_size = 32  # 44 steps an epoch at ~115 img/s, against 22 at ~150 img/s
-    # for 64: the net needs steps more than images (batch 64, ε 0.01, 5 epochs: 2.78 / 3.06 /
-    # 3.33, oc5w11p01)
-    recipe.optim.lr = 0.007  # 0.01 after 4 epochs: 3.61 for seed 0 (oc4b32p01); 0.005 after
-    # 3: 5.56 / 5.28 / 4.72 (oc3b32p005); 0.02 at batch 64 never settled (11%)
-    recipe.schedule.warmup_epochs = 1.0  # at full ε from step 1 the loss rose from 4.6 to 7.8 and
-    # the net sat at chance for an epoch: seed 1 ended epoch 1 at 87.8%, with the warm-up 26.1%
-    recipe.schedule.shape = "linear"  # ε falls to 0 over the run: at a constant ε (no plateau
-    # in 5 epochs) the error wandered between 2.8 and 6.9% from epoch to epoch
-    recipe.schedule.epochs = 5  # 1.67 / 1.11 / 1.67 (run real-e5; on a later day's machine
-    # 1.67 / 1.94 / 1.39, run cur), 8-14 s each with validation, checkpoint and figures. No
-    # margin in 4: 2.50 / 3.06 / 2.50 (real-w1); at ε 0.009 2.22 / 3.06 / 1.94 (b32e4lr9); at
-    # batch 24 2.22 / 2.50 / 2.50 (b24e4)
+    # The demo's recipe (`make demo`): the paper's net (both towers, LRN, overlapping pools,
+    # dropout) in about a minute on 2 CPU cores. Each value below was chosen by held-out error
+    # over seeds 0-2: docs/measurements.md, "The digits recipe".
+    recipe.data.image_size = 64  # = the crop: 8×8 digits blown up need no translation jitter,
+    # and 64 px is the net's cheapest input (conv5 pools to 1×1)
+    recipe.optim.batch_size = 32  # the net needs steps more than images
+    recipe.optim.lr = 0.007  # 0.01 and 0.005 ended worse; 0.02 never settled
+    recipe.schedule.warmup_epochs = 1.0  # at full ε from step 1 the net sat at chance an epoch
+    recipe.schedule.shape = "linear"  # at a constant ε (no plateau in 5 epochs) the error wanders
+    recipe.schedule.epochs = 5  # 4 leave no margin
     recipe.run.workers = 0  # digits decode from memory: worker processes would take the 2 cores
     return recipe
 
@@ -226,21 +218,18 @@ def _cifar10() -> Recipe:
 
 def _fashion_mnist() -> Recipe:
     """All 60,000 Fashion-MNIST photos (28×28 grey, 10 classes), the official 10,000 test images
-    held out: 9.65% held-out top-1 error after 6 epochs (~36 min on 2 idle CPU cores). Each
-    value from runs fm1 and fm2 on this project's 2-core CPU (README, "The paper's claims,
-    measured"): the digits recipe's settings, with flips (a mirrored garment is the same
-    garment)."""
+    held out: the digits recipe's settings, with flips (a mirrored garment is the same
+    garment). Each value from runs fm1 and fm2 on a 2-core CPU (docs/measurements.md, "The
+    fashion-mnist recipe")."""
     recipe = Recipe(name="fashion-mnist")
     _small_data(recipe)
     recipe.data.source = "fashion-mnist"
     recipe.data.image_size = 64  # = the crop, as for digits: the net's cheapest input
     recipe.data.pca_lighting = False  # grey images: one colour axis only
-    recipe.optim.batch_size = 64  # fm1: 163-189 img/s for training, ~6 min an epoch in all
-    recipe.optim.lr = 0.007  # fm1 and fm2: 15.0, 14.0, 11.5, 12.0, 12.1% held-out top-1 after
-    # epochs 1-5, then at ε/10 9.65% after epoch 6 (fm2)
-    recipe.schedule.epochs = 8  # fm2 passed 10% after 6 (and was stopped there)
-    recipe.schedule.patience = 1  # fm2: ε÷10 after epochs 4-5 did not improve; with 2 (fm1) it
-    # had not dropped after 6 epochs (11.0%)
+    recipe.optim.batch_size = 64  # 60,000 images: an epoch in minutes on a CPU
+    recipe.optim.lr = 0.007  # the digits rate, then ε/10 at the plateau
+    recipe.schedule.epochs = 8  # fm2 passed 10% held-out error after 6
+    recipe.schedule.patience = 1  # with 2 (fm1) ε had not dropped after 6 epochs
     recipe.run.workers = 0  # the images are in memory: workers would take the 2 cores
     return recipe
 

@@ -110,9 +110,8 @@ CHUNK_BYTES = 2 << 20  # the CPU kernels' images per pass: each intermediate at 
 def images_per_chunk(x: Tensor) -> int:
     """How many images the CPU kernels take at a time, so that the intermediates of their
     passes (squares, window sums, powers: each the size of the chunk) stay in the cache between
-    passes instead of going to memory. Measured on 2 idle cores at batch 32, forward + backward:
-    conv1's LRN (96×55×55) 52-57 ms on the whole batch, 30-33 ms one image at a time; conv2's
-    (256×27×27) 30 ms against 19 ms two at a time. Each image's arithmetic is the same."""
+    passes instead of going to memory (docs/measurements.md, "LRN on the CPU"). Each image's
+    arithmetic is the same."""
     image_bytes = x.shape[1:].numel() * arithmetic_dtype(x.dtype).itemsize
     return max(1, CHUNK_BYTES // max(1, image_bytes))
 

@@ -31,9 +31,8 @@ KERNEL = native.Kernel(
     tuple(f"lrn_{way}_{layout}" for way in ("forward", "backward") for layout in LAYOUTS.values()),
 )
 TASKS_PER_THREAD = 4  # images handed out in this many parts per thread: a late thread's share
-# Below this a part costs less than handing it to a thread: at the digits net's shapes (maps of
-# 2.4 and 1.2 MB at batch 32) forward + backward took 2.4 and 1.2 ms in the calling thread
-# against 3.3 and 1.5 ms shared among 2 (torch operations: 3.6 and 1.4 ms).
+# Below this a part costs less than handing it to a thread, so small maps (the digits net's)
+# stay in the calling thread (docs/measurements.md, "LRN on the CPU").
 MIN_PART_BYTES = 2 << 20
 
 _pointer, _long, _int, _float = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float

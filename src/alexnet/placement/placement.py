@@ -43,7 +43,8 @@ class Placement:
         """Where evaluation and inference run: the recipe's device, or `device` instead.
 
         The CUDA fast paths apply on CUDA only: on a CPU, bf16 is slower and `torch.compile`
-        gives no speed-up for this net (measured), so they stay off there; the images keep the
+        gives no speed-up for this net (docs/measurements.md, "Training step on the CPU"), so
+        they stay off there; the images keep the
         loader's channels-last layout there (`images`).
         """
         return cls._on(run, resolve_device(device or run.device))

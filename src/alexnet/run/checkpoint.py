@@ -39,8 +39,8 @@ def save_atomically(state: dict[str, Any], path: Path) -> None:
 
 def save(state: dict[str, Any], file: BinaryIO) -> None:
     """torch.save without the zip entries' CRC-32: torch.load never checks it, and computing it
-    was most of the time to write this net's 456 MB checkpoint (0.2-0.85 s of 0.45-1.15 s here,
-    every epoch). The atomic rename is what keeps a checkpoint whole."""
+    was most of the time to write this net's 456 MB checkpoint, every epoch
+    (docs/measurements.md, "Checkpoints"). The atomic rename is what keeps a checkpoint whole."""
     serialization = getattr(torch.utils, "serialization", None)  # torch >= 2.6
     writer = _WriteErrorsKept(file)
     try:
@@ -109,9 +109,10 @@ def load(path: Path | str, *, prefer: str = "last.pt") -> dict[str, Any]:
 
 def _read(path: Path) -> Any:
     """torch.load, the tensors mapped from the file rather than copied (a file written by an old
-    torch.save cannot be mapped: read whole). Copying this net's 456 MB into fresh memory took
-    1.1 s here, mapping a checkpoint just written (in the page cache) 0.02 s. The mapping is
-    private, and a checkpoint is replaced by a rename, never rewritten in place."""
+    torch.save cannot be mapped: read whole): a checkpoint just written is still in the page
+    cache, where mapping it is far cheaper than copying 456 MB into fresh memory
+    (docs/measurements.md, "Checkpoints"). The mapping is private, and a checkpoint is replaced
+    by a rename, never rewritten in place."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError as error:

@@ -104,7 +104,7 @@ class BatchTransform:
         """(B, 3, S, S) uint8 on the device from the batch's JPEG bytes, decoded together."""
         from torchvision.io import ImageReadMode, decode_jpeg  # here: importing torchvision
 
-        # costs 1.5-3 s (it loads torch._dynamo), which every command would otherwise pay
+        # loads torch._dynamo, a slow import every command would otherwise pay
         jpegs = list(torch.split(batch.pixels, batch.lengths.tolist()))
         if self.device.type == "cuda":
             # nvJPEG's hardware engine writes its outputs without waiting for the stream, into
