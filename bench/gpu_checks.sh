@@ -3,7 +3,9 @@
 # minutes: the gpu tests; the training step with its batch on the device (bench_device_step.py:
 # four variants at batch 128-1,024, the towers split and grouped, CUDA graphs against plain
 # compilation); the end-to-end rates from a prepared store of JPEGs and of raw pixels
-# (bench_data.py); the GPU ablations on all of Fashion-MNIST. Each part is bounded by `timeout`
+# (bench_data.py); the GPU ablations on all of Fashion-MNIST (ablations_full.sh: its four IDX
+# files in $FASHION_MNIST, carried to the GPU machine; they outlast any one run of this script,
+# and a rerun with the same $OUT continues them). Each part is bounded by `timeout`
 # (the limits add up to 590 s; a part past its limit gets SIGINT, so that pytest still writes its
 # report and the sweep keeps the batch sizes it measured, and SIGKILL 5 s later) so that one hang
 # cannot eat the others' time; outputs go to ${OUT:-gpu-checks}/, and gpu_results.py gathers them
@@ -22,7 +24,9 @@ while [ $# -gt 0 ]; do
     esac
 done
 out=${OUT:-gpu-checks}
-python=${PYTHON:-python3}
+export PYTHON=${PYTHON:-python3}  # ablations_full.sh reads it too
+python=$PYTHON
+fashion_mnist=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
 mkdir -p "$out"
 : > "$out/parts.tsv"
 export PYTHONPATH=src PYTHONUNBUFFERED=1
@@ -42,11 +46,13 @@ if [ "$tiny" = 1 ]; then  # every command line below, on shapes a CPU runs in se
     at_128=(--batch-sizes 2 "${sizes[@]}")
     jpeg=(--images 40 --batch-size 4 --repeats 1 --workers 0)  # 10 classes, 4 images each
     raw=("${jpeg[@]}")
+    ablations=(--seeds 1 --epochs 1 --batch-size 4 --workers 0 --set data.train_subset=8)
 else
     sweep=(--batch-sizes 128,256,512,1024 --budget-s 90)
     at_128=(--batch-sizes 128)
     jpeg=(--images 4096 --repeats 2)
     raw=(--images 2048 --repeats 2)
+    ablations=()
 fi
 "$python" -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision",
     torchvision.__version__, "cuda", torch.version.cuda)' | tee "$out/versions.txt"
@@ -69,7 +75,6 @@ run cuda_graphs 50 "${step[@]}" "${at_128[@]}" --variants paper,owt \
     --profile-dir "$out/cuda_graphs_profiles"
 run store_jpeg 75 "$python" bench/bench_data.py --device "$device" --format jpeg "${jpeg[@]}"
 run store_raw 40 "$python" bench/bench_data.py --device "$device" --format raw "${raw[@]}"
-# >>> SLOT: the GPU ablations on all 60,000 Fashion-MNIST images (issue 31 gives the command).
-run ablations 90 echo "no ablation command yet"
-# <<< SLOT
+run ablations 90 bash bench/ablations_full.sh "$device" "$out/ablations" \
+    --data "fashion-mnist:$fashion_mnist" "${ablations[@]}"
 "$python" bench/gpu_results.py "$out"

@@ -1,6 +1,6 @@
 """gpu_checks.sh's outputs as one JSON file: each part's exit status and seconds, the gpu tests'
-counts, the step figures (bench_device_step.py's JSON files) and the end-to-end rates
-(bench_data.py's lines), written to OUT/results.json and printed.
+counts, the step figures (bench_device_step.py's JSON files), the end-to-end rates
+(bench_data.py's lines) and the ablations' summary, written to OUT/results.json.
 
     python3 bench/gpu_results.py OUT
 """
@@ -64,8 +64,8 @@ def gather(out: Path) -> dict:
         path = out / f"{name}.json"
         results[name] = json.loads(path.read_text()) if path.exists() else None
     results["store"] = {kind: store_figures(out / f"store_{kind}.txt") for kind in ("jpeg", "raw")}
-    ablations = out / "ablations.txt"
-    results["ablations"] = ablations.read_text()[-4000:] if ablations.exists() else None
+    ablations = out / "ablations" / "ablations.json"  # when every run finished
+    results["ablations"] = json.loads(ablations.read_text()) if ablations.exists() else None
     return results
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.data.test_idx import write_idx_set
+
 BENCH = Path(__file__).parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 import bench_device_step  # noqa: E402
@@ -66,16 +68,19 @@ def test_the_results_file_gathers_each_parts_figures(tmp_path):
         "train_images_per_s": None,
     }  # fmt: skip
     assert results["store"]["raw"]["loader_images_per_s"] is None
+    assert results["ablations"] is None  # no summary: the ablations did not finish
 
 
 @pytest.mark.slow
 def test_the_whole_script_runs_every_part_on_a_cpu(tmp_path):
-    environment = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable}
+    write_idx_set(tmp_path / "fashion")  # a few generated images in Fashion-MNIST's files
+    environment = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable,
+                   "FASHION_MNIST": str(tmp_path / "fashion")}  # fmt: skip
     subprocess.run(
         ["bash", str(BENCH / "gpu_checks.sh"), "--device", "cpu", "--tiny"],
         cwd=BENCH.parent, env=environment, check=True, timeout=600,
     )  # fmt: skip
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert {name: part["exit"] for name, part in results["parts"].items()} == {
         "step_sweep": 0, "towers": 0, "cuda_graphs": 0, "store_jpeg": 0, "store_raw": 0,
         "ablations": 0,
@@ -85,3 +90,4 @@ def test_the_whole_script_runs_every_part_on_a_cpu(tmp_path):
         assert results[part]["points"]
     for kind in ("jpeg", "raw"):
         assert results["store"][kind]["loader_images_per_s"] > 0
+    assert results["ablations"]["recipe"] == "fashion-mnist"
