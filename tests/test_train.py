@@ -164,8 +164,9 @@ def test_the_step_loop_reads_from_the_device_only_every_few_steps(monkeypatch):
     """No host-device sync per step: the running sums are read for the divergence check every
     DIVERGENCE_CHECK_EVERY steps, then once for the epoch's figures."""
     reads = []
-    item = torch.Tensor.item
+    item, tolist = torch.Tensor.item, torch.Tensor.tolist
     monkeypatch.setattr(torch.Tensor, "item", lambda self: reads.append(1) or item(self))
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda self: reads.append(1) or tolist(self))
     result = _tiny_epoch(_tiny_batches(35))
     assert len(reads) == 35 // DIVERGENCE_CHECK_EVERY + 3  # checks; last check, loss, errors
     assert math.isfinite(result["loss"]) and 0 <= result["top1_error"] <= 1

@@ -34,6 +34,7 @@ from alexnet.ops.dropout import DropoutCounter
 from alexnet.optim import StepRate, plateau_ends_run
 from alexnet.placement import Placement
 from alexnet.placement.device import memory_of
+from alexnet.placement.lagged_read import LaggedRead
 from alexnet.placement.ranks import Ranks, reduce_metrics
 from alexnet.placement.towers import single_device
 from alexnet.recipe import Recipe, RecipeError
@@ -47,8 +48,7 @@ from alexnet.run.tensorboard import Board, open_board
 log = logging.getLogger("alexnet")
 
 
-DIVERGENCE_CHECK_EVERY = 10  # steps between reads of the running loss (each read syncs)
-PROGRESS_EVERY = 25  # steps between the progress bar's figures (each read syncs)
+DIVERGENCE_CHECK_EVERY = 10  # steps between requests for the running sums (lagged_read.py)
 
 
 def training_step(
@@ -70,9 +70,8 @@ def training_step(
     return loss.detach() * len(labels), (logits.detach().argmax(dim=1) != labels).sum()
 
 
-def _check_finite(loss_sum: torch.Tensor, epoch: int, step: int) -> None:
-    """Stop a run whose loss became NaN or infinite (a sum stays so once one batch is)."""
-    value = loss_sum.item()
+def _check_finite(value: float, epoch: int, step: int) -> None:
+    """Stop a run whose summed loss became NaN or infinite (a sum stays so once one batch is)."""
     if not math.isfinite(value):
         raise TrainingDiverged(
             f"loss became {value} in epoch {epoch} by step {step}; try a lower optim.lr"
@@ -95,8 +94,9 @@ def train_one_epoch(
 ) -> dict[str, float | int]:
     """One pass over the training batches; returns loss, top-1 error, images, images/s, skips.
 
-    The running sums stay on the device; they are read every DIVERGENCE_CHECK_EVERY steps to stop
-    a diverged run, and every PROGRESS_EVERY steps for the progress bar when it is shown.
+    The running sums stay on the device; every DIVERGENCE_CHECK_EVERY steps their copy to the
+    host is queued, and once it has landed (on a CPU at once; on CUDA a step or two later, never
+    waited for) they stop a diverged run and update the progress bar when it is shown.
     first_step: the steps of this epoch already taken (a run resumed mid-epoch); `stop()` is
     asked after every step, and true ends the pass there ("stopped", with "steps" done).
     rate: sets ε before each step, the run's step `steps_before` + step (optim.StepRate);
@@ -107,6 +107,7 @@ def train_one_epoch(
     wrong = torch.zeros((), device=placement.device, dtype=torch.long)
     images, skipped, start = 0, 0, time.perf_counter()
     step, stopped, last_step = first_step, False, first_step + len(batches)
+    reads = LaggedRead(placement.device)
     bar = tqdm(batches, desc=f"epoch {epoch}", unit="batch", disable=not progress, leave=False)
     for step, (batch, labels, batch_skipped) in enumerate(bar, start=first_step + 1):
         skipped += batch_skipped
@@ -120,11 +121,15 @@ def train_one_epoch(
             wrong += batch_wrong
             images += len(labels)
             if step % DIVERGENCE_CHECK_EVERY == 0:
-                _check_finite(loss_sum, epoch, step)
-            if progress and step % PROGRESS_EVERY == 0:
+                reads.request((step, images), torch.stack([loss_sum, wrong.to(loss_sum.dtype)]))
+        landed = reads.landed()
+        if landed is not None:
+            (read_step, read_images), (read_loss, read_wrong) = landed
+            _check_finite(read_loss, epoch, read_step)
+            if progress:
                 bar.set_postfix(
-                    loss=f"{loss_sum.item() / images:.3f}",
-                    top1_err=f"{wrong.item() / images:.3f}",
+                    loss=f"{read_loss / read_images:.3f}",
+                    top1_err=f"{read_wrong / read_images:.3f}",
                     img_s=f"{images / (time.perf_counter() - start):.0f}",
                     lr=f"{optimizer.param_groups[0]['lr']:.0e}",
                 )
@@ -135,7 +140,7 @@ def train_one_epoch(
     if images == 0 and not stopped:
         raise DataError("no readable training images in this epoch")
     if images:
-        _check_finite(loss_sum, epoch, step)
+        _check_finite(loss_sum.item(), epoch, step)
     return {
         "loss": loss_sum.item() / images if images else 0.0,
         "top1_error": wrong.item() / images if images else 0.0,
