@@ -24,6 +24,7 @@ size goes to --profile-dir, and everything to one JSON file with --json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -34,14 +35,13 @@ from roofline import bf16_peak_tflops, training_flops
 
 from alexnet import AlexNet
 from alexnet.data import ArraySource, DataStats, make_batches
-from alexnet.model import TowerConv2d
 from alexnet.optim import PaperSGD
 from alexnet.placement import Placement
 from alexnet.recipe import preset
 from alexnet.train import training_step
 
 VARIANTS = {
-    "paper": (dict(variant="paper"), None),  # towers as the placement resolves them
+    "paper": (dict(variant="paper"), None),  # towers as run.tower_convs resolves them
     "paper-no-lrn": (dict(variant="paper", lrn="off"), None),
     "one-tower": (dict(variant="one-tower"), None),
     "owt": (dict(variant="owt"), None),  # the reference
@@ -55,15 +55,6 @@ CLASSES = 1000
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def towers_as(model: AlexNet, form: str | None) -> AlexNet:
-    """The towers' convolutions forced to one form; None leaves the placement's choice."""
-    if form is not None:
-        for layer in model.modules():
-            if isinstance(layer, TowerConv2d):
-                layer.split = form == "split"
-    return model
 
 
 def resident_batch(args, placement: Placement, batch_size: int):
@@ -87,9 +78,12 @@ def resident_batch(args, placement: Placement, batch_size: int):
 
 
 def build(name: str, placement: Placement):
-    """(step model, optimizer) of a variant, as training builds them."""
+    """(step model, optimizer) of a variant, as training builds them (run.tower_convs forced
+    for paper-split and paper-grouped)."""
     options, towers = VARIANTS[name]
-    model = towers_as(placement.model(AlexNet(CLASSES, **options)), towers)
+    if towers is not None:
+        placement = dataclasses.replace(placement, split_towers=towers == "split")
+    model = placement.model(AlexNet(CLASSES, **options))
     return placement.step_model(model), PaperSGD(model.parameters(), lr=0.01)
 
 
@@ -229,10 +223,9 @@ def main() -> None:
     args.steps = args.steps or (20 if device.type == "cuda" else 2)
     args.peak_tflops = args.peak_tflops or bf16_peak_tflops(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    flops = {
-        variant: training_flops(towers_as(AlexNet(CLASSES, **options), form), args.crop_size,
-                                CLASSES)
-        for variant, (options, form) in VARIANTS.items() if variant in args.variants + ["paper"]
+    flops = {  # the towers' two forms cost the same (roofline.py)
+        variant: training_flops(AlexNet(CLASSES, **options), args.crop_size, CLASSES)
+        for variant, (options, _) in VARIANTS.items() if variant in args.variants + ["paper"]
     }  # fmt: skip
     results = {
         "device": name, "torch": torch.__version__, "placement": placement.description,

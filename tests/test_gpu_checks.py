@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from alexnet.model import TowerConv2d
+from alexnet.placement import Placement
+from alexnet.recipe import RunRecipe
 from tests.data.test_idx import write_idx_set
 
 BENCH = Path(__file__).parents[1] / "bench"
@@ -44,6 +47,15 @@ def test_the_step_sweep_gives_every_figure_for_every_variant_and_batch_size(tmp_
     for variant in ("paper", "owt"):
         table = (tmp_path / "profiles" / f"{variant}-batch2.txt").read_text()
         assert "Self CPU" in table and len(results["profiles"][variant]) == 10
+
+
+def test_paper_split_and_paper_grouped_force_the_towers_form():
+    placement = Placement.for_run(RunRecipe(), "cpu")  # auto: grouped on a CPU
+    for name, split in [("paper-split", True), ("paper-grouped", False), ("paper", False)]:
+        model, _ = bench_device_step.build(name, placement)
+        assert {layer.split for layer in model.modules() if isinstance(layer, TowerConv2d)} == {
+            split
+        }
 
 
 def test_the_results_file_gathers_each_parts_figures(tmp_path):
