@@ -131,11 +131,17 @@ class Recipe:
             ("schedule.epochs", 1 <= self.schedule.epochs <= MAX_EPOCHS, f"in 1..{MAX_EPOCHS}"),
             ("schedule.lr_drop", self.schedule.lr_drop > 1, "> 1"),
             ("schedule.patience", 0 <= self.schedule.patience <= MAX_EPOCHS, f"in 0..{MAX_EPOCHS}"),
-            ("schedule.max_drops", 0 <= self.schedule.max_drops <= MAX_EPOCHS,
-             f"in 0..{MAX_EPOCHS}"),
+            (
+                "schedule.max_drops",
+                0 <= self.schedule.max_drops <= MAX_EPOCHS,
+                f"in 0..{MAX_EPOCHS}",
+            ),
             ("schedule.warmup_epochs", 0 <= self.schedule.warmup_epochs <= 1, "between 0 and 1"),
-            ("run.workers", -1 <= self.run.workers <= MAX_WORKERS,
-             f"in -1..{MAX_WORKERS} (-1: one per core)"),
+            (
+                "run.workers",
+                -1 <= self.run.workers <= MAX_WORKERS,
+                f"in -1..{MAX_WORKERS} (-1: one per core)",
+            ),
             ("run.seed", 0 <= self.run.seed <= MAX_SEED, f"in 0..{MAX_SEED}"),
         ]
         for path, ok, expected in checks:

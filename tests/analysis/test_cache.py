@@ -90,3 +90,12 @@ def test_data_too_large_to_stamp_is_not_stamped(tmp_path, monkeypatch):
     monkeypatch.setattr("alexnet.analysis.cache.MAX_STAMPED_ENTRIES", 3)
     assert data_stamp([tmp_path]) is None  # the folder and its three files: four entries
     assert data_stamp([]) is None
+
+
+def test_a_data_file_name_that_is_not_utf8_is_stamped(tmp_path):
+    """`alexnet report` of a run whose data holds such a name (training reads it) failed with a
+    UnicodeEncodeError here."""
+    (tmp_path / os.fsdecode(b"\xff.png")).write_bytes(b"not read")
+    first = data_stamp([tmp_path])
+    (tmp_path / os.fsdecode(b"\xfe.png")).write_bytes(b"not read")
+    assert first is not None and data_stamp([tmp_path]) not in (None, first)

@@ -5,6 +5,7 @@
 import shutil
 
 import pytest
+import torch
 
 from alexnet.cli import main
 from alexnet.train import fit
@@ -98,3 +99,41 @@ def test_a_batch_size_past_any_memory_is_a_usage_error(data_and_run, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--batch-size: must be in 1..16777216" in err[0], err
+
+
+def test_resume_with_another_out_or_recipe_is_refused_not_ignored(data_and_run, capsys, tmp_path):
+    _, run = data_and_run
+    elsewhere = tmp_path / "elsewhere"
+    argv = ["train", "--resume", str(run), "--out", str(elsewhere), "--recipe", "paper"]
+    line = refused([*argv, "--epochs", "2"], capsys, run / "last.pt", run / "recipe.json")
+    assert line == (
+        f"alexnet: error: --resume {run} goes on in that folder with its own recipe: drop --out "
+        "and --recipe (--epochs and --set run.* may change)"
+    )
+    assert not elsewhere.exists()
+
+
+def test_an_export_removes_what_a_killed_export_of_that_file_left(data_and_run, capsys):
+    _, run = data_and_run
+    left = [run / ".best.safetensors.k1ll3d.tmp", run / ".best.safetensors.x9.tmp"]
+    for path in left:
+        path.write_bytes(b"half of an export")
+    (run / ".notes.tmp").write_text("someone else's")
+    assert main(["export", str(run), "--format", "safetensors"]) == 0
+    assert not any(path.exists() for path in left)
+    assert (run / ".notes.tmp").exists() and (run / "best.safetensors").exists()
+
+
+def test_class_names_with_control_characters_are_printed_escaped(data_and_run, tmp_path, capsys):
+    """A class named with a newline or a terminal's escape sequence cannot forge lines or clear
+    the screen of whoever reads predict's output."""
+    from alexnet.run import checkpoint
+
+    data, run = data_and_run
+    state = checkpoint.load(run / "best.pt")
+    state["classes"] = ["blue\x1b[2J", "green\nred: 100.00%", "red"]
+    torch.save({key: value for key, value in state.items() if key != "path"}, tmp_path / "x.pt")
+    assert main(["predict", str(tmp_path / "x.pt"), str(data / "red" / "0.png"), "--top", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "\x1b" not in printed and "blue\\x1b[2J" in printed
+    assert "green\\nred: 100.00%" in printed

@@ -246,3 +246,12 @@ def test_a_full_disk_while_last_pt_is_written_is_one_line_and_keeps_the_one_befo
     monkeypatch.undo()
     assert checkpoint.load(run)["epoch"] == 1
     assert not list(run.glob(".*.tmp"))
+
+
+def test_a_checkpoint_naming_one_class_twice_is_refused(tmp_path):
+    """The name café as one character and as two: one name to a reader, two labels to a net."""
+    state = minimal_state(classes=("tea", "caf\u00e9", "cafe\u0301"))
+    state["model"] = {"features.0.weight": torch.zeros(1)}  # a small file
+    checkpoint.save_atomically(state, tmp_path / "last.pt")
+    with pytest.raises(CheckpointError, match="classes holds one name twice"):
+        checkpoint.load(tmp_path / "last.pt")

@@ -13,7 +13,7 @@ from alexnet.cli import main
 from alexnet.data import DataError
 from alexnet.recipe import RecipeError, assign
 from alexnet.run import checkpoint
-from alexnet.run.folder import LOCK, RunError, lock, read_metrics
+from alexnet.run.folder import LOCK, METRIC_KEYS, RunError, lock, read_metrics
 from alexnet.train import fit
 from tests.test_train import tiny_recipe
 
@@ -97,13 +97,18 @@ def test_a_lock_file_without_its_process_does_not_stop_a_run(tmp_path, colour_tr
     assert not (run / LOCK).exists()
 
 
+def record(epoch: int) -> str:
+    """A metrics.jsonl line as training writes it."""
+    return json.dumps({key: epoch if key == "epoch" else 0.5 for key in METRIC_KEYS})
+
+
 def test_read_metrics_drops_what_a_kill_cut_short_with_a_warning(tmp_path, caplog):
     path = tmp_path / "metrics.jsonl"
-    path.write_text('{"epoch": 1, "lr": 0.01}\n{"epoch": 2, "lr": 0.01}\n{"epoch": 3, "l')
+    path.write_text(f"{record(1)}\n{record(2)}\n{record(3)[:20]}")
     with caplog.at_level(logging.WARNING, logger="alexnet"):
         assert [r["epoch"] for r in read_metrics(path)] == [1, 2]
     assert "line 3 is cut short" in caplog.text
-    path.write_text('{"epoch": 1}\n3\n')  # a line cut to a bare number is no record either
+    path.write_text(f"{record(1)}\n3\n")  # a line cut to a bare number is no record either
     assert [r["epoch"] for r in read_metrics(path, up_to_epoch=1)] == [1]
 
 
@@ -127,8 +132,11 @@ def test_the_lock_holds_when_its_file_is_replaced_between_open_and_lock(tmp_path
         if not third:
             (run / LOCK).unlink()  # the holder's release
             third.append(
-                subprocess.Popen([sys.executable, "-c", HOLDER, str(run / LOCK)],
-                                 stdout=subprocess.PIPE, text=True)  # fmt: skip
+                subprocess.Popen(
+                    [sys.executable, "-c", HOLDER, str(run / LOCK)],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )  # fmt: skip
             )
             assert third[0].stdout.readline().strip() == "locked"
         return lockf(file, flags)
@@ -150,8 +158,9 @@ def another_tools_run(folder):
     (folder / "train.log").write_text("[INFO] resnet50 started\n")
 
 
-def test_another_tools_files_under_a_runs_names_are_refused_and_unchanged(tmp_path,
-                                                                          colour_tree, capsys):  # fmt: skip
+def test_another_tools_files_under_a_runs_names_are_refused_and_unchanged(
+    tmp_path, colour_tree, capsys
+):
     folder = tmp_path / "theirs"
     another_tools_run(folder)
     before = snapshot(folder)
@@ -182,8 +191,9 @@ def test_a_runs_recipe_beside_another_tools_file_is_refused(tmp_path, colour_tre
     assert snapshot(folder) == before
 
 
-def test_a_run_that_died_before_its_first_checkpoint_starts_again_and_says_so(tmp_path,
-                                                                              colour_tree, caplog):  # fmt: skip
+def test_a_run_that_died_before_its_first_checkpoint_starts_again_and_says_so(
+    tmp_path, colour_tree, caplog
+):
     folder = tmp_path / "run"
     folder.mkdir()
     recipe = tiny_recipe(colour_tree, epochs=1)
@@ -208,10 +218,12 @@ def test_an_error_found_after_the_lock_leaves_no_new_folder(tmp_path, colour_tre
 
 def test_metrics_lines_of_bytes_or_shapes_not_ours_are_dropped(tmp_path, caplog):
     path = tmp_path / "metrics.jsonl"
-    path.write_bytes(b'{"epoch": 1, "lr": 0.01}\n\xff\xfe\n{"epoch": 2, "val_top1_error": "x"}\n')
+    wrong_type = json.dumps({**json.loads(record(4)), "val_top1_error": "x"})
+    lines = [record(1), "\udcff\udcfe", '{"epoch": 3, "lr": 0.01}', wrong_type]  # \udcff: 0xff
+    path.write_bytes("\n".join(lines).encode("utf-8", "surrogateescape") + b"\n")
     with caplog.at_level(logging.WARNING, logger="alexnet"):
         assert [r["epoch"] for r in read_metrics(path)] == [1]
-    assert "line 2 is cut short" in caplog.text and "line 3 is cut short" in caplog.text
+    assert all(f"line {n} is cut short" in caplog.text for n in (2, 3, 4))
 
 
 def test_resume_refuses_a_recipe_json_edited_since_the_checkpoint(tmp_path, colour_tree):

@@ -55,7 +55,7 @@ CASES = [
     (set_in("schedule", [1, 2]), "schedule is not a schedule's state"),
     (set_in("partial", {"loss": "x"}), "partial is not an epoch's partial metrics"),
     (
-        set_in("partial", dict(loss=1.0, top1_error=2.0, images=8, seconds=1.0, skipped=0, steps=1)),
+        set_in("partial", dict(loss=1.0, top1_error=2.0, images=8, seconds=1, skipped=0, steps=1)),
         "partial top1_error=2.0 is not an error rate",
     ),
 ]

@@ -108,7 +108,7 @@ def data_stamp(paths: Sequence[Path]) -> str | None:
             entries += 1
             if entries > MAX_STAMPED_ENTRIES:
                 return None
-            digest.update(f"{path}\0{_stat_key(path)}\n".encode())
+            digest.update(f"{path}\0{_stat_key(path)}\n".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 

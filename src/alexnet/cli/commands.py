@@ -25,7 +25,13 @@ from alexnet.cli.args import DATA_HELP, SEED, add_run_flags, positive_int
 from alexnet.cli.experiments import add_experiment_commands, add_report_command
 from alexnet.cli.prepare import add_prepare_command
 from alexnet.errors import TrainingDiverged, UserError
-from alexnet.files import OverwritesInput, refuse_overwriting, same_file, write_text_atomically
+from alexnet.files import (
+    OverwritesInput,
+    refuse_overwriting,
+    remove_temporaries,
+    same_file,
+    write_text_atomically,
+)
 from alexnet.recipe import PRESETS, Recipe, apply_overrides, assign, load_recipe, preset
 
 # Each command imports the library modules it calls (torch, the data sources, matplotlib) when it
@@ -73,7 +79,10 @@ def _recipe_for_training(args: argparse.Namespace, saved: dict | None) -> Recipe
     """The preset or recipe file (or the resumed run's recipe), then --set, then the flags."""
     from alexnet.run import checkpoint
 
-    recipe = checkpoint.recipe_of(saved) if saved is not None else load_recipe(args.recipe)
+    if saved is not None:
+        recipe = checkpoint.recipe_of(saved)
+    else:
+        recipe = load_recipe(args.recipe or "digits")
     apply_overrides(recipe, args.set or [])
     fields = {path: getattr(args, flag) for flag, path in TRAIN_FLAGS.items()}
     if args.no_compile:
@@ -89,8 +98,15 @@ def _train(args: argparse.Namespace) -> int:
     from alexnet.analysis.report import write_report_after_training
     from alexnet.placement.ranks import Ranks
     from alexnet.run import checkpoint
+    from alexnet.run.lock import RunError
     from alexnet.train import fit
 
+    ignored = [flag for flag, value in (("--out", args.out), ("--recipe", args.recipe)) if value]
+    if args.resume and ignored:
+        raise RunError(
+            f"--resume {args.resume} goes on in that folder with its own recipe: drop "
+            f"{' and '.join(ignored)} (--epochs and --set run.* may change)"
+        )
     saved = checkpoint.load(Path(args.resume) / "last.pt") if args.resume else None
     recipe = _recipe_for_training(args, saved)
     run_dir = Path(args.resume) if args.resume else Path(args.out or _default_run_dir(recipe))
@@ -197,7 +213,8 @@ def _predict(args: argparse.Namespace) -> int:
             continue
         rows.append((path, prediction))
         if not (args.csv or args.json):
-            lines = [f"  {100 * p:6.2f}%  {c}" for c, p in zip(*prediction, strict=True)]
+            names = map(printable, prediction[0])  # a class name may hold a terminal's escapes
+            lines = [f"  {100 * p:6.2f}%  {c}" for c, p in zip(names, prediction[1], strict=True)]
             tqdm.write("\n".join([printable(path), *lines]))
     if not rows:
         raise DataError(f"no readable images among {len(paths)} files ({len(skipped)} skipped)")
@@ -224,6 +241,8 @@ def _export(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else path.with_suffix(f".{args.format}")
     refuse_overwriting([out], run_folder.files_of_run(path))
     with run_folder.lock_if_a_run(out.parent):
+        # what an export killed mid-write left (hundreds of MB each time) goes first
+        remove_temporaries(out.parent, lambda name: name.startswith(f".{out.name}."))
         exporters[args.format](state, out)
     print(f"written: {out} ({out.stat().st_size / 1e6:.1f} MB, {args.format}, from {path})")
     return 0
@@ -291,7 +310,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--recipe",
-        default="digits",
         help=f"preset ({', '.join(PRESETS)}) or a recipe JSON file, e.g. RUN/recipe.json to "
         "repeat a run (default: digits)",
     )

@@ -29,7 +29,7 @@ from alexnet.data.sources.digits import open_digits
 from alexnet.data.sources.folder import open_folder_pair, open_folder_tree
 from alexnet.data.sources.idx import IDX_DATA_SETS, open_idx
 from alexnet.data.sources.ilsvrc import is_ilsvrc_train, open_ilsvrc
-from alexnet.data.sources.specs import CIFAR_PREFIX
+from alexnet.data.sources.specs import CIFAR_PREFIX, checked_spec
 from alexnet.data.store.read import is_store, is_unfinished_store, open_store
 from alexnet.recipe import DataRecipe
 
@@ -49,7 +49,7 @@ def open_source(
     val_only: train None, and no training image is read where the validation set does not
     depend on them (the val source and the classes are those of a full open).
     """
-    if spec == "digits":
+    if checked_spec(spec) == "digits":
         return _without_train(open_digits(seed), val_only)
     if spec.startswith(CIFAR_PREFIX):
         path = spec[len(CIFAR_PREFIX) :]

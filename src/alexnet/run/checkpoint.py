@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from alexnet.data.sources.dataset import DataError
+from alexnet.data.sources.dataset import DataError, same_class_names
 from alexnet.data.stats import DataStats
 from alexnet.errors import UserError
 from alexnet.files import write_atomically
@@ -137,6 +137,9 @@ def checked(state: Any, path: Path | str) -> dict[str, Any]:
     classes, model = state["classes"], state["model"]
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise CheckpointError(f"{path}: classes is not a list of class names")
+    same = same_class_names(classes)
+    if same:
+        raise CheckpointError(f"{path}: classes holds one name twice: {same[0]!r}, {same[1]!r}")
     if not isinstance(model, dict) or not all(isinstance(t, torch.Tensor) for t in model.values()):
         raise CheckpointError(f"{path}: model is not a dictionary of tensors")
     for key in ("epoch", "step"):

@@ -17,8 +17,8 @@ import json
 import logging
 import re
 import shutil
-from pathlib import Path
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from alexnet.data.sources.specs import absolute_source, source_path
@@ -110,8 +110,7 @@ def _not_written_by_a_run(run_dir: Path, names: list[str]) -> str | None:
             return "recipe.json"
     metrics = run_dir / "metrics.jsonl"
     if metrics.is_file():
-        records = [_record(line) for line in metrics.read_bytes().splitlines()]
-        if not all(record and set(METRIC_KEYS) <= set(record) for record in records):
+        if not all(map(_record, metrics.read_bytes().splitlines())):
             return "metrics.jsonl"
     log_file = run_dir / "train.log"
     if log_file.is_file():
@@ -212,7 +211,8 @@ def read_metrics(path: Path, up_to_epoch: float = float("inf")) -> list[dict[str
 
 
 def _record(line: bytes) -> dict[str, Any] | None:
-    """A metrics line's record: a JSON object with a whole epoch, every metric a number."""
+    """A metrics line's record: a JSON object of every metric (what the report and the curves
+    read), each a number, the epoch a whole one; else None."""
     try:
         record = json.loads(line)
     except (ValueError, RecursionError):  # not JSON, or not UTF-8
@@ -220,9 +220,8 @@ def _record(line: bytes) -> dict[str, Any] | None:
     if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
         return None
     numbers = all(
-        isinstance(record[key], int | float) and not isinstance(record[key], bool)
+        isinstance(record.get(key), int | float) and not isinstance(record[key], bool)
         for key in METRIC_KEYS
-        if key in record
     )
     return record if numbers else None
 

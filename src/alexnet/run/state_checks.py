@@ -61,7 +61,7 @@ def _check_optimizer(optimizer: Any, parameters: list[torch.Tensor], recipe: Rec
         raise StateMismatch("optimizer.state is not a dictionary")
     for index, entry in state.items():
         if not isinstance(index, int) or not 0 <= index < len(parameters):
-            raise StateMismatch(f"optimizer.state holds parameter {index!r}, which the network lacks")
+            raise StateMismatch(f"optimizer.state holds parameter {index!r}; the network has not")
         buffer = entry.get(BUFFERS[0], entry.get(BUFFERS[1])) if isinstance(entry, dict) else None
         if not isinstance(buffer, torch.Tensor) or len(entry) != 1:
             raise StateMismatch(f"optimizer.state[{index}] is not one momentum buffer")
@@ -90,7 +90,9 @@ def _check_schedule(schedule: Any, recipe: Recipe) -> None:
     settings = set(expected) - {*COUNTERS, "best", "_last_lr"}
     for key in sorted(settings & set(schedule)):
         if schedule[key] != expected[key]:
-            raise StateMismatch(f"schedule {key}={schedule[key]!r}, its recipe gives {expected[key]!r}")
+            raise StateMismatch(
+                f"schedule {key}={schedule[key]!r}, its recipe gives {expected[key]!r}"
+            )
     for key in set(COUNTERS) & set(schedule):
         if not _whole(schedule[key]):
             raise StateMismatch(f"schedule {key}={schedule[key]!r} is not a whole number >= 0")
@@ -133,7 +135,9 @@ def _check_partial(partial: Any) -> None:
     if partial is None:
         return
     if not isinstance(partial, dict) or set(partial) != set(PARTIAL_KEYS):
-        raise StateMismatch(f"partial is not an epoch's partial metrics ({', '.join(PARTIAL_KEYS)})")
+        raise StateMismatch(
+            f"partial is not an epoch's partial metrics ({', '.join(PARTIAL_KEYS)})"
+        )
     for key in ("images", "skipped", "steps"):
         if not _whole(partial[key]):
             raise StateMismatch(f"partial {key}={partial[key]!r} is not a whole number >= 0")

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import math
 import os
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -32,6 +33,18 @@ log = logging.getLogger("alexnet.data")
 
 class DataError(UserError):
     """A data problem a person can fix (missing path, no images, empty class folder)."""
+
+
+def same_class_names(classes: Sequence[str]) -> tuple[str, str] | None:
+    """The first two class names that are one name to a reader (equal once Unicode-normalised,
+    as "é" written as one character or two), or None: a label must name one class."""
+    seen: dict[str, str] = {}
+    for name in classes:
+        key = unicodedata.normalize("NFC", name)
+        if key in seen:
+            return seen[key], name
+        seen[key] = name
+    return None
 
 
 class ImageSource(Dataset):

@@ -27,6 +27,7 @@ from alexnet.data.sources.dataset import (
     FileSource,
     Splits,
     empty_files_note,
+    same_class_names,
     stratified_split,
 )
 from alexnet.data.sources.decode import is_image_name
@@ -77,6 +78,12 @@ def class_folders(root: Path) -> list[str]:
     )
     if not folders:
         raise DataError(f"{root}: no class folders (expected {root}/<class>/<image>)")
+    same = same_class_names(folders)
+    if same:
+        raise DataError(
+            f"{root}: class folders {printable(same[0])!r} and {printable(same[1])!r} are one "
+            "name in two Unicode forms; rename one"
+        )
     return folders
 
 
@@ -98,7 +105,7 @@ def split_counts(train: FileSource | None, val: FileSource, val_note: str = "") 
 def _image_files(folder: Path, label: int, visited: set[tuple[int, int]]):
     """FileEntry of every image file below `folder` (visited already), sorted; links followed,
     each folder below entered once."""
-    for directory, subfolders, names in os.walk(folder, followlinks=True):
+    for directory, subfolders, names in os.walk(folder, followlinks=True, onerror=_unwalkable):
         subfolders[:] = [
             name
             for name in sorted(subfolders)
@@ -115,12 +122,19 @@ def _image_files(folder: Path, label: int, visited: set[tuple[int, int]]):
                 yield FileEntry(path, label, stat.st_size, stat.st_mtime_ns)
 
 
+def _unwalkable(error: OSError) -> None:
+    """A folder that cannot be looked into (a path past PATH_MAX, no permission): said once."""
+    where = printable(os.fsdecode(error.filename or "a folder"))
+    log.warning("%s: cannot list it (%s); the images below it are skipped", where, error.strerror)
+
+
 def _first_visit(folder: str, visited: set[tuple[int, int]]) -> bool:
     """Mark `folder` visited; False (with a warning) when it was already, or cannot be looked at."""
     try:
         status = os.stat(folder)
-    except OSError:
-        return False  # a dangling link to a folder, or no permission: nothing below to list
+    except OSError as error:  # a path past PATH_MAX, no permission: nothing below is read
+        _unwalkable(error)
+        return False
     identity = (status.st_dev, status.st_ino)
     if identity in visited:
         log.warning(
@@ -133,8 +147,10 @@ def _first_visit(folder: str, visited: set[tuple[int, int]]) -> bool:
 
 
 def printable(path: str) -> str:
-    """A path safe to print: bytes that are not UTF-8 shown as backslash escapes."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """A path or name safe to print: bytes that are not UTF-8, and control characters (a
+    newline, a terminal's escape sequences), shown as backslash escapes."""
+    text = path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def find_image_files(arguments: Sequence[str]) -> list[str]:

@@ -8,14 +8,26 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from alexnet.data.sources.dataset import DataError
 from alexnet.data.sources.idx import IDX_DATA_SETS
 
 CIFAR_PREFIX = "cifar10:"
 PATH_PREFIXES = (CIFAR_PREFIX, *(f"{name}:" for name in IDX_DATA_SETS))  # NAME:PATH sources
 
 
+def checked_spec(spec: str) -> str:
+    """`spec`, unless it is empty: Path("") is the current folder, which would be scanned."""
+    if not spec.strip():
+        raise DataError(
+            "the data source is empty: give digits, cifar10:PATH, fashion-mnist[:PATH], "
+            "mnist[:PATH] or an image folder"
+        )
+    return spec
+
+
 def absolute_source(spec: str) -> str:
     """`spec` with its path made absolute, so a run's recipe works from any folder."""
+    checked_spec(spec)
     if spec == "digits" or spec in IDX_DATA_SETS:
         return spec
     for prefix in PATH_PREFIXES:

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from alexnet.data.sources.dataset import DataError, ImageSource, Splits
+from alexnet.data.sources.dataset import DataError, ImageSource, Splits, same_class_names
 from alexnet.data.stats import DataStats
 from alexnet.recipe import MAX_IMAGE_SIZE
 
@@ -83,11 +83,15 @@ def _checked_manifest(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
         refuse("encoding", f"one of {', '.join(ENCODINGS)}")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         refuse("classes", "a list of class names")
+    if same_class_names(classes):
+        refuse("classes", "a list of distinct class names")
     for field in ("images", "skipped"):
         if not isinstance(manifest.get(field), dict) or set(manifest[field]) != set(SPLITS):
             refuse(field, f"an entry for each of {', '.join(SPLITS)}")
     if not all(isinstance(n, int) and n >= 0 for n in manifest["images"].values()):
         refuse("images", "counts of images")
+    if not all(isinstance(files, list) for files in manifest["skipped"].values()):
+        refuse("skipped", "lists of the files left out")
     for field in ("source", "fingerprint"):
         if not isinstance(manifest.get(field), str):
             refuse(field, "text")
@@ -100,7 +104,7 @@ def _checked_index(rows: np.ndarray, path: Path, data_bytes: int, manifest: dict
     if len(rows) != manifest["images"][split]:
         raise DataError(f"{path}: {len(rows)} images, store.json says {manifest['images'][split]}")
     offsets, lengths, labels = rows[:, 0], rows[:, 1], rows[:, 2]
-    bad = (offsets < 0) | (lengths <= 0) | (offsets + lengths > data_bytes)
+    bad = (offsets < 0) | (lengths <= 0) | (offsets > data_bytes - lengths)  # no sum to wrap
     if bad.any():
         row = int(bad.argmax())
         raise DataError(
