@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from alexnet.cli import main
+from alexnet.cli.commands import build_parser
 from alexnet.train import fit
 from tests.test_train import tiny_recipe
 
@@ -137,3 +138,12 @@ def test_class_names_with_control_characters_are_printed_escaped(data_and_run, t
     printed = capsys.readouterr().out
     assert "\x1b" not in printed and "blue\\x1b[2J" in printed
     assert "green\\nred: 100.00%" in printed
+
+
+@pytest.mark.parametrize("command", [["train"], ["predict", "RUN", "IMAGE"], ["eval", "RUN"]])
+def test_a_worker_count_past_any_machine_is_a_usage_error(command, capsys):
+    """Parsed only: on main these started 100,000 loader processes."""
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([*command, "--workers", "100000"])
+    assert exit_info.value.code == 2
+    assert "--workers: must be in -1..1024, got 100000" in capsys.readouterr().err
