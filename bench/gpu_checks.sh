@@ -4,12 +4,13 @@
 # four variants at batch 128-1,024, the towers split and grouped, CUDA graphs against plain
 # compilation); the end-to-end rates from a prepared store of JPEGs and of raw pixels
 # (bench_data.py); the GPU ablations on all of Fashion-MNIST (ablations_full.sh: its four IDX
-# files in $FASHION_MNIST, carried to the GPU machine; they outlast any one run of this script,
-# and a rerun with the same $OUT continues them). Each part is bounded by `timeout`
+# files in $FASHION_MNIST, default data/fashion-mnist, carried to the GPU machine; they outlast
+# any one run of this script, and a rerun with the same folder continues them). Each part is bounded by `timeout`
 # (the limits add up to 590 s; a part past its limit gets SIGINT, so that pytest still writes its
 # report and the sweep keeps the batch sizes it measured, and SIGKILL 5 s later) so that one hang
-# cannot eat the others' time; outputs go to ${OUT:-gpu-checks}/, and gpu_results.py gathers them
-# into ${OUT:-gpu-checks}/results.json.
+# cannot eat the others' time; outputs go to ${GPU_CHECKS_DIR:-gpu-checks}/, and gpu_results.py
+# gathers them into results.json there. Where $OUT is set (the device tool's folder of files to
+# bring back, at most 8), results.json and a tarball of the outputs but checkpoints go there.
 #
 #     bash bench/gpu_checks.sh
 #     bash bench/gpu_checks.sh --device cpu --tiny   # the same parts on tiny shapes, no gpu tests
@@ -23,10 +24,10 @@ while [ $# -gt 0 ]; do
         *) echo "gpu_checks.sh: unknown option $1 (--device NAME, --tiny)" >&2; exit 2 ;;
     esac
 done
-out=${OUT:-gpu-checks}
+out=${GPU_CHECKS_DIR:-gpu-checks}
 export PYTHON=${PYTHON:-python3}  # ablations_full.sh reads it too
 python=$PYTHON
-fashion_mnist=${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}
+fashion_mnist=${FASHION_MNIST:-data/fashion-mnist}  # e.g. /usr/share/datasets/fashion-mnist
 mkdir -p "$out"
 : > "$out/parts.tsv"
 export PYTHONPATH=src PYTHONUNBUFFERED=1
@@ -78,3 +79,7 @@ run store_raw 40 "$python" bench/bench_data.py --device "$device" --format raw "
 run ablations 90 bash bench/ablations_full.sh "$device" "$out/ablations" \
     --data "fashion-mnist:$fashion_mnist" "${ablations[@]}"
 "$python" bench/gpu_results.py "$out"
+if [ -n "${OUT:-}" ]; then
+    cp "$out/results.json" "$OUT/"
+    tar czf "$OUT/gpu-checks.tar.gz" --exclude="*.pt" -C "$out" .
+fi

@@ -86,8 +86,11 @@ def test_the_results_file_gathers_each_parts_figures(tmp_path):
 @pytest.mark.slow
 def test_the_whole_script_runs_every_part_on_a_cpu(tmp_path):
     write_idx_set(tmp_path / "fashion")  # a few generated images in Fashion-MNIST's files
-    environment = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable,
-                   "FASHION_MNIST": str(tmp_path / "fashion")}  # fmt: skip
+    (tmp_path / "back").mkdir()  # as the device tool's $OUT: what comes back
+    environment = {
+        **os.environ, "GPU_CHECKS_DIR": str(tmp_path / "out"), "OUT": str(tmp_path / "back"),
+        "PYTHON": sys.executable, "FASHION_MNIST": str(tmp_path / "fashion"),
+    }  # fmt: skip
     subprocess.run(
         ["bash", str(BENCH / "gpu_checks.sh"), "--device", "cpu", "--tiny"],
         cwd=BENCH.parent, env=environment, check=True, timeout=600,
@@ -103,3 +106,7 @@ def test_the_whole_script_runs_every_part_on_a_cpu(tmp_path):
     for kind in ("jpeg", "raw"):
         assert results["store"][kind]["loader_images_per_s"] > 0
     assert results["ablations"]["recipe"] == "fashion-mnist"
+    assert sorted(path.name for path in (tmp_path / "back").iterdir()) == [
+        "gpu-checks.tar.gz", "results.json",
+    ]  # fmt: skip
+    assert json.loads((tmp_path / "back" / "results.json").read_text()) == results
