@@ -4,9 +4,10 @@
 # four variants at batch 128-1,024, the towers split and grouped, CUDA graphs against plain
 # compilation); the end-to-end rates from a prepared store of JPEGs and of raw pixels
 # (bench_data.py); the GPU ablations on all of Fashion-MNIST (ablations_full.sh: its four IDX
-# files in $FASHION_MNIST, default data/fashion-mnist, carried to the GPU machine; they outlast
-# any one run of this script, and a rerun with the same folder continues them). Each part is bounded by `timeout`
-# (the limits add up to 590 s; a part past its limit gets SIGINT, so that pytest still writes its
+# files in $FASHION_MNIST, default data/fashion-mnist, carried to the GPU machine; 18 runs of 8
+# epochs outlast their 55 s here, which shows them starting: ablations_full.sh alone, with the
+# same output folder, runs them to the end over several calls). Each part is bounded by `timeout`
+# (the limits add up to 555 s; a part past its limit gets SIGINT, so that pytest still writes its
 # report and the sweep keeps the batch sizes it measured, and SIGKILL 5 s later) so that one hang
 # cannot eat the others' time; outputs go to ${GPU_CHECKS_DIR:-gpu-checks}/, and gpu_results.py
 # gathers them into results.json there. Where $OUT is set (the device tool's folder of files to
@@ -76,7 +77,7 @@ run cuda_graphs 50 "${step[@]}" "${at_128[@]}" --variants paper,owt \
     --profile-dir "$out/cuda_graphs_profiles"
 run store_jpeg 75 "$python" bench/bench_data.py --device "$device" --format jpeg "${jpeg[@]}"
 run store_raw 40 "$python" bench/bench_data.py --device "$device" --format raw "${raw[@]}"
-run ablations 90 bash bench/ablations_full.sh "$device" "$out/ablations" \
+run ablations 55 bash bench/ablations_full.sh "$device" "$out/ablations" \
     --data "fashion-mnist:$fashion_mnist" "${ablations[@]}"
 "$python" bench/gpu_results.py "$out"
 if [ -n "${OUT:-}" ]; then
