@@ -99,7 +99,7 @@ def test_a_batch_size_past_any_memory_is_a_usage_error(data_and_run, capsys):
         main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--batch-size: must be in 1..16777216" in err[0], err
+    assert len(err) == 1 and "--batch-size: must be <= 16777216" in err[0], err
 
 
 def test_resume_with_another_out_or_recipe_is_refused_not_ignored(data_and_run, capsys, tmp_path):
@@ -146,4 +146,4 @@ def test_a_worker_count_past_any_machine_is_a_usage_error(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args([*command, "--workers", "100000"])
     assert exit_info.value.code == 2
-    assert "--workers: must be in -1..1024, got 100000" in capsys.readouterr().err
+    assert "--workers: must be <= 1024, got 100000" in capsys.readouterr().err

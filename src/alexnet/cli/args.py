@@ -15,9 +15,10 @@ DATA_HELP = (
 )
 
 
-def whole_number_in(low: int, high: int | None = None):
-    """argparse type: a whole number in low..high (the parser reports anything else in one
-    line, before any work)."""
+def whole_number_in(low: int, high: int | None = None, *, most: int | None = None):
+    """argparse type: a whole number in low..high, or >= low and <= `most` (a bound against
+    typos, reported on its own); the parser reports anything else in one line, before any
+    work."""
 
     def parse(text: str) -> int:
         try:
@@ -27,14 +28,16 @@ def whole_number_in(low: int, high: int | None = None):
         if value < low or (high is not None and value > high):
             expected = f"in {low}..{high}" if high is not None else f">= {low}"
             raise argparse.ArgumentTypeError(f"must be {expected}, got {value}")
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"must be <= {most}, got {value}")
         return value
 
     return parse
 
 
 positive_int = whole_number_in(1)
-WORKERS = whole_number_in(-1, MAX_WORKERS)  # -1: one per core
-BATCH = whole_number_in(1, MAX_BATCH)
+WORKERS = whole_number_in(-1, most=MAX_WORKERS)  # -1: one per core
+BATCH = whole_number_in(1, most=MAX_BATCH)
 SEED = whole_number_in(0, MAX_SEED)
 
 
