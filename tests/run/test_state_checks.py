@@ -54,6 +54,8 @@ CASES = [
     (set_in("schedule", "num_bad_epochs", -3), "num_bad_epochs=-3 is not a whole number"),
     (set_in("schedule", [1, 2]), "schedule is not a schedule's state"),
     (set_in("partial", {"loss": "x"}), "partial is not an epoch's partial metrics"),
+    (set_in("finished", "done\nalexnet: error: forged"), "finished='done.* is not one line"),
+    (set_in("finished", 3), "finished=3 is not one line of text"),
     (
         set_in("partial", dict(loss=1.0, top1_error=2.0, images=8, seconds=1, skipped=0, steps=1)),
         "partial top1_error=2.0 is not an error rate",

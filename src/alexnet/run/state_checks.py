@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from alexnet.optim import PaperSGD, plateau_schedule
-from alexnet.recipe import Recipe
+from alexnet.recipe import Recipe, shown
 from alexnet.run.checkpoint import CheckpointError
 
 PARTIAL_KEYS = ("loss", "top1_error", "images", "seconds", "skipped", "steps")  # mid-epoch
@@ -36,6 +36,7 @@ def check_training_state(saved: dict[str, Any], recipe: Recipe) -> None:
         generator_states(saved["rng"])
         _check_fraction("best_val_top1_error", saved["best_val_top1_error"], infinite=True)
         _check_partial(saved.get("partial"))
+        _check_finished(saved.get("finished"))
     except StateMismatch as error:
         raise CheckpointError(f"{saved['path']} cannot be resumed: {error}") from None
 
@@ -145,6 +146,12 @@ def _check_partial(partial: Any) -> None:
         if not _number(partial[key]) or not 0 <= partial[key] < math.inf:
             raise StateMismatch(f"partial {key}={partial[key]!r} is not a number >= 0")
     _check_fraction("partial top1_error", partial["top1_error"])
+
+
+def _check_finished(finished: Any) -> None:
+    """Why the schedule ended the run (printed as the resume's refusal): one line of text."""
+    if finished is not None and not (isinstance(finished, str) and finished.isprintable()):
+        raise StateMismatch(f"finished={shown(finished)} is not one line of text")
 
 
 def _check_fraction(name: str, value: Any, *, infinite: bool = False) -> None:
