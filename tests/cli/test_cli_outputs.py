@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+from alexnet import files
 from alexnet.cli import main
 from alexnet.cli.commands import build_parser
 from alexnet.train import fit
@@ -147,3 +148,16 @@ def test_a_worker_count_past_any_machine_is_a_usage_error(command, capsys):
         build_parser().parse_args([*command, "--workers", "100000"])
     assert exit_info.value.code == 2
     assert "--workers: must be <= 1024, got 100000" in capsys.readouterr().err
+
+
+def test_eval_json_into_a_named_data_sets_folder_is_refused(data_and_run, capsys):
+    """`--data fashion-mnist` names no path; its files are read from the cache folder."""
+    _, run = data_and_run
+    idx = files.cache_dir("downloads") / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte"
+    idx.parent.mkdir(parents=True, exist_ok=True)
+    idx.write_bytes(b"an IDX file")
+    try:
+        argv = ["eval", str(run), "--data", "fashion-mnist", "--json", str(idx)]
+        assert "which this command reads" in refused(argv, capsys, idx)
+    finally:
+        idx.unlink()

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from alexnet.data.sources.idx import IDX_DATA_SETS, candidate_folders
 from alexnet.data.sources.specs import absolute_source, source_path
 from alexnet.files import refuse_overwriting
 from alexnet.placement.ranks import Ranks
@@ -129,8 +130,10 @@ def files_of_run(path: Path | str) -> list[Path]:
 
 
 def data_inputs(spec: str | None) -> list[Path]:
-    """The folder a `--data SOURCE` reads (its images, store or IDX files), if it names one:
-    no output may lie inside it."""
+    """The folders a `--data SOURCE` reads (its images, store or IDX files; a bare IDX name's
+    package and download folders): no output may lie inside them."""
+    if spec in IDX_DATA_SETS:
+        return candidate_folders(IDX_DATA_SETS[spec], None)
     path = source_path(spec) if spec else None
     return [path] if path is not None else []
 

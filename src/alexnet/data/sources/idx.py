@@ -90,7 +90,7 @@ def open_idx(
     val_only: only the t10k files are read, and Splits.train is None.
     """
     needed = TEST_FILES if val_only else TRAIN_FILES + TEST_FILES
-    candidates = _candidate_folders(data_set, path)
+    candidates = candidate_folders(data_set, path)
     folder = _find_folder(candidates, needed)
     if folder is None:
         if not download:
@@ -228,7 +228,7 @@ def _existing_file(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _candidate_folders(data_set: IdxDataSet, path: Path | None) -> list[Path]:
+def candidate_folders(data_set: IdxDataSet, path: Path | None) -> list[Path]:
     """Where the files may be: `path` and its torchvision layout, or when `path` is None the
     package folder and the cache folder a download goes to."""
     if path is not None:
