@@ -119,7 +119,7 @@ def plot_training_error(
     thin, their mean thick; a dotted line at each target error (the paper's: 25%) and a red
     line at the linear floor (the lowest error of a linear classifier trained the same way);
     `title` names the condition."""
-    figure, axis = plt.subplots(figsize=(5.5, 4))
+    figure, axis = plt.subplots(figsize=(5.5, 4.5))
     for name, runs in curves.items():
         style = "-" if name == "relu" else "--"
         label = {"relu": "ReLU", "tanh": "tanh"}.get(name, name)
@@ -131,7 +131,7 @@ def plot_training_error(
                   label=f"{label} (mean of {len(runs)})" if len(runs) > 1 else label)  # fmt: skip
     for target in targets:
         axis.axhline(target, color="grey", linestyle=":", linewidth=1)
-        axis.text(0, target, f" {target:.0%}", color="grey", va="bottom")
+        axis.text(0, target, f" {target:.0%}", color="grey", va="bottom", fontsize=7)
     if floor is not None:
         axis.axhline(floor, color="tab:red", linewidth=1.2, label=f"linear floor {floor:.1%}")
     axis.set(xlabel="epochs", ylabel="training error rate", ylim=(0, 0.75), xlim=(0, None))
