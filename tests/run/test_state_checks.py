@@ -2,6 +2,7 @@
 each case builds the hostile checkpoint from a real run's."""
 
 import copy
+import json
 import math
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import torch
 
 from alexnet.run import checkpoint
 from alexnet.run.checkpoint import CheckpointError
-from alexnet.run.folder import check_resumable
+from alexnet.run.folder import RunError, check_resumable
 from alexnet.train import fit
 from tests.test_train import tiny_recipe
 
@@ -97,3 +98,13 @@ def test_a_momentum_buffer_of_the_wrong_shape_is_one_line_not_a_crash(one_epoch,
         "momentum buffer is torch.float32 (2,), its parameter (96, 3, 11, 11)"
     ]
     assert (tampered / "last.pt").read_bytes() == before
+
+
+def test_resume_refuses_a_recipe_json_edited_since_the_checkpoint(one_epoch, tmp_path):
+    run, recipe = one_epoch
+    edited = json.loads((run / "recipe.json").read_text())
+    edited["optim"]["lr"] = 0.5
+    (tmp_path / "recipe.json").write_text(json.dumps(edited))
+    with pytest.raises(RunError, match=r"recipe.json was edited \(optim.lr\) and is not the rec"):
+        check_resumable(checkpoint.load(run), recipe, tmp_path)
+    assert json.loads((tmp_path / "recipe.json").read_text()) == edited
