@@ -312,3 +312,10 @@ def test_the_gpu_ablations_script_runs_unchanged_on_a_cpu(tmp_path):
         wrong = json.loads((out / name / "seed-0" / "val_wrong.json").read_text())
         assert wrong["images"] == 5
         assert "verdict" in summary["ablations"][name].get("comparison", {"verdict": ""})
+
+
+def test_an_ablation_run_stopped_by_a_signal_stops_the_experiment(tmp_path, monkeypatch):
+    recipe = ablations.ablation_recipe("digits", ablations.ABLATIONS[0], 0, [])
+    monkeypatch.setattr(ablations, "fit", lambda *a, **k: {"stopped": {"epoch": 1, "step": 3}})
+    with pytest.raises(KeyboardInterrupt):  # not on to the next run: a rerun resumes this one
+        ablations.train_or_resume(recipe, tmp_path / "full" / "seed-0", False)

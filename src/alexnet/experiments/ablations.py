@@ -71,7 +71,8 @@ def train_or_resume(recipe: Recipe, run_dir: Path, progress: bool) -> dict:
     saved = checkpoint.load(run_dir / "last.pt") if (run_dir / "last.pt").exists() else None
     if saved is None or (saved["epoch"] < recipe.schedule.epochs and not saved.get("finished")):
         log.info("ablation run %s", run_dir)
-        fit(recipe, run_dir, resume_from=saved, progress=progress)
+        if "stopped" in fit(recipe, run_dir, resume_from=saved, progress=progress):
+            raise KeyboardInterrupt  # a signal stopped the run: a rerun resumes it
     records = read_metrics(run_dir / "metrics.jsonl", recipe.schedule.epochs)
     return records[-1]
 
@@ -92,12 +93,12 @@ def run_ablations(
         return _run_ablations(out, base, seeds, overrides or [], fields or {}, progress)
 
 
-def misses(run_dir: Path, recipe: Recipe) -> np.ndarray:
-    """Which validation images the run's last checkpoint gets wrong (top-1), in the validation
-    set's order; kept in `val_wrong.json` (indices) once evaluated."""
+def misses(run_dir: Path, recipe: Recipe, epoch: float) -> np.ndarray:
+    """Which validation images the run's last checkpoint (of `epoch`) gets wrong (top-1), in
+    the validation set's order; kept in `val_wrong.json` (indices, epoch) once evaluated."""
     path = run_dir / "val_wrong.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    if saved.get("epoch") == epoch:  # a run trained further since is evaluated again
         wrong = np.zeros(saved["images"], dtype=bool)
         wrong[saved["wrong"]] = True
         return wrong
@@ -105,7 +106,7 @@ def misses(run_dir: Path, recipe: Recipe) -> np.ndarray:
     evaluate_checkpoint(checkpoint.load(run_dir / "last.pt"), device=recipe.run.device,
                         wrong=collected)  # fmt: skip
     wrong = np.concatenate([batch.numpy() for batch in collected])
-    saved = {"images": len(wrong), "wrong": np.flatnonzero(wrong).tolist()}
+    saved = {"epoch": epoch, "images": len(wrong), "wrong": np.flatnonzero(wrong).tolist()}
     write_text_atomically(path, json.dumps(saved) + "\n")
     return wrong
 
@@ -123,7 +124,12 @@ def _run_ablations(out, base, seeds, overrides, fields, progress) -> dict:
             "paper": ablation.paper,
             "top1": [r["val_top1_error"] for r in records],
             "top5": [r["val_top5_error"] for r in records],
-            "wrong": np.stack([misses(run, r) for r, run in zip(recipes, runs, strict=True)]),
+            "wrong": np.stack(
+                [
+                    misses(run, r, record["epoch"])
+                    for r, run, record in zip(recipes, runs, records, strict=True)
+                ]
+            ),  # fmt: skip
         }
         if ablation.name == "full":
             design = resolution(result["top1"], result["wrong"])
