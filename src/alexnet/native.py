@@ -121,16 +121,16 @@ def _verified(kernel: Kernel, target: Path) -> ctypes.CDLL:
     return library
 
 
-_loaded: dict[Path, ctypes.CDLL] = {}  # a cache of libraries checked and loaded, not a switch
+_loaded: dict[Kernel, ctypes.CDLL] = {}  # libraries checked and loaded here, not a switch
 
 
 def load(kernel: Kernel, *, build: bool) -> ctypes.CDLL:
     """`kernel`'s library: from the cache when it passes the checks, else (with `build`)
     compiled, or compiled again once after one warning. Raises OSError or SubprocessError."""
+    if kernel in _loaded:
+        return _loaded[kernel]
     _own_folder()
     target = library_path(kernel)
-    if target in _loaded:
-        return _loaded[target]
     try:
         library = _verified(kernel, target)
     except OSError as error:
@@ -140,24 +140,22 @@ def load(kernel: Kernel, *, build: bool) -> ctypes.CDLL:
             log.warning("compiled kernel %s is rebuilt: %s", kernel.name, error)
         _build(kernel, target)
         library = _verified(kernel, target)
-    _loaded[target] = library
+    _loaded[kernel] = library
     return library
 
 
 def loaded(kernel: Kernel) -> ctypes.CDLL | None:
     """`kernel`'s library if `build_kernels` (or `load`) made it ready in this process, else
-    None: what a forward pass asks, so that it never compiles."""
-    try:
-        return _loaded.get(library_path(kernel))
-    except OSError:
-        return None
+    None: what a forward pass asks (a dictionary lookup), so that it never compiles."""
+    return _loaded.get(kernel)
 
 
 def build_kernels(kernels: list[Kernel], *, required: bool) -> bool:
     """Every kernel compiled (or found in the cache) and loaded, reported in one line. Where
     that fails: KernelError if `required`, else one warning and False (torch operations run)."""
-    start, built = time.perf_counter(), any(not library_path(k).exists() for k in kernels)
+    start = time.perf_counter()
     try:
+        built = any(k not in _loaded and not library_path(k).exists() for k in kernels)
         for kernel in kernels:
             load(kernel, build=True)
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:  # Runtime: no home
