@@ -52,8 +52,13 @@ def ilsvrc_tree(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def _statistics_cache(tmp_path_factory):
-    """Data statistics are cached in one folder ($ALEXNET_CACHE): a fresh one for the suite,
-    never the user's ~/.cache/alexnet; commands the tests start inherit it."""
+    """Data statistics and compiled kernels are cached in one folder ($ALEXNET_CACHE): a fresh
+    one for the suite, never the user's ~/.cache/alexnet; commands the tests start inherit it.
+    The kernels are built into it first, as `alexnet kernels` would, so that no command's
+    output depends on whether it was the one that built them."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ALEXNET_CACHE", str(tmp_path_factory.mktemp("alexnet-cache")))
+        from alexnet.placement.kernels import build_kernels
+
+        build_kernels(required=False)
         yield

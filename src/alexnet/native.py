@@ -151,8 +151,9 @@ def loaded(kernel: Kernel) -> ctypes.CDLL | None:
 
 
 def build_kernels(kernels: list[Kernel], *, required: bool) -> bool:
-    """Every kernel compiled (or found in the cache) and loaded, reported in one line. Where
-    that fails: KernelError if `required`, else one warning and False (torch operations run)."""
+    """Every kernel compiled (or found in the cache) and loaded; a build is reported in one
+    line. Where that fails: KernelError if `required`, else one warning and False (torch
+    operations run)."""
     start = time.perf_counter()
     try:
         built = any(k not in _loaded and not library_path(k).exists() for k in kernels)
@@ -167,7 +168,9 @@ def build_kernels(kernels: list[Kernel], *, required: bool) -> bool:
             ) from None
         log.warning("compiled CPU kernels unavailable (%s); using torch operations", reason)
         return False
-    how = f"built in {time.perf_counter() - start:.1f} s" if built else "found"
-    log.info("compiled CPU kernels: %s %s in %s", ", ".join(k.name for k in kernels), how,
-             cache_dir("kernels"))  # fmt: skip
+    # A build (once a machine) is reported; finding them again is not news on every command.
+    seconds = time.perf_counter() - start
+    level, how = (logging.INFO, f"built in {seconds:.1f} s") if built else (logging.DEBUG, "found")
+    names = ", ".join(kernel.name for kernel in kernels)
+    log.log(level, "compiled CPU kernels: %s %s in %s", names, how, cache_dir("kernels"))
     return True
