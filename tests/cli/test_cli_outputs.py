@@ -161,3 +161,21 @@ def test_eval_json_into_a_named_data_sets_folder_is_refused(data_and_run, capsys
         assert "which this command reads" in refused(argv, capsys, idx)
     finally:
         idx.unlink()
+
+
+def test_eval_json_over_a_stores_file_is_refused(data_and_run, tmp_path, capsys):
+    """The store a run is evaluated on is data too: `--json STORE/val.bin` once answered
+    "written" and destroyed the store."""
+    from alexnet.data import open_source
+    from alexnet.data.store.prepare import Settings, prepare_store
+    from alexnet.recipe import load_recipe
+
+    data, run = data_and_run
+    recipe = load_recipe(str(run / "recipe.json"))
+    store = tmp_path / "store"
+    settings = Settings(str(data), recipe.data.image_size, val_fraction=recipe.data.val_fraction)
+    prepare_store(open_source(str(data), val_fraction=recipe.data.val_fraction), store, settings,
+                  workers=0, progress=False)  # fmt: skip
+    values = store / "val.bin"
+    line = refused(["eval", str(run), "--data", str(store), "--json", str(values)], capsys, values)
+    assert line.startswith(f"alexnet: error: {values} ") and "reads" in line
