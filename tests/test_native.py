@@ -122,7 +122,8 @@ def test_a_library_lacking_a_symbol_is_built_again(empty_cache, tmp_path, monkey
     """A library that matches its recorded digest but lacks a kernel (a source that changed
     without its digest, say) is rebuilt, not an AttributeError later."""
     build_kernels(required=True)
-    kernel = native.Kernel(lrn_native.KERNEL.source, (*lrn_native.KERNEL.symbols, "missing"))
+    missing = ("missing", (), None)
+    kernel = native.Kernel(lrn_native.KERNEL.source, (*lrn_native.KERNEL.functions, missing))
     native._loaded.clear()
     with pytest.raises(OSError, match="lacks missing"):
         native.load(kernel, build=True)  # rebuilt once, still lacking it: an error, no loop

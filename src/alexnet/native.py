@@ -45,14 +45,19 @@ class KernelError(UserError):
 
 @dataclass(frozen=True)
 class Kernel:
-    """One C source and the functions its library must export."""
+    """One C source and the functions its library must export, each with its C signature:
+    (name, argument types, return type), declared on the library once when it is loaded."""
 
     source: Path
-    symbols: tuple[str, ...]
+    functions: tuple[tuple[str, tuple[type, ...], type], ...]
 
     @property
     def name(self) -> str:
         return self.source.stem
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        return tuple(name for name, _, _ in self.functions)
 
 
 def _cpu_identity() -> bytes:
@@ -118,6 +123,9 @@ def _verified(kernel: Kernel, target: Path) -> ctypes.CDLL:
     missing = [name for name in kernel.symbols if not hasattr(library, name)]
     if missing:
         raise OSError(f"{target} lacks {', '.join(missing)}")
+    for name, arguments, result in kernel.functions:
+        function = getattr(library, name)
+        function.argtypes, function.restype = list(arguments), result
     return library
 
 

@@ -26,38 +26,35 @@ from torch import Tensor
 from alexnet import native
 
 LAYOUTS = {torch.contiguous_format: "nchw", torch.channels_last: "nhwc"}  # the kernels' suffixes
+BETA = 0.75  # the kernels' only β, the paper's: other powers have no exact torch twin in C
+_pointer, _long, _int, _float = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
 KERNEL = native.Kernel(
     Path(__file__).with_name("lrn_cpu.c"),
-    tuple(f"lrn_{way}_{layout}" for way in ("forward", "backward") for layout in LAYOUTS.values()),
+    tuple(
+        (f"lrn_forward_{layout}", (*[_pointer] * 3, *[_long] * 3, _int, _float, _float), _int)
+        for layout in LAYOUTS.values()
+    )
+    + tuple(
+        (f"lrn_backward_{layout}", (*[_pointer] * 4, *[_long] * 3, _int, _float), _int)
+        for layout in LAYOUTS.values()
+    ),
 )
 TASKS_PER_THREAD = 4  # images handed out in this many parts per thread: a late thread's share
 # Below this a part costs less than handing it to a thread, so small maps (the digits net's)
 # stay in the calling thread (docs/measurements.md, "LRN on the CPU").
 MIN_PART_BYTES = 2 << 20
 
-_pointer, _long, _int, _float = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
-
 
 def library() -> ctypes.CDLL | None:
     """The kernels if native.build_kernels made them ready in this process, else None."""
-    kernels = native.loaded(KERNEL)
-    if kernels is not None and kernels.lrn_forward_nchw.argtypes is None:  # once a library
-        for layout in LAYOUTS.values():
-            forward, backward = (
-                getattr(kernels, f"lrn_forward_{layout}"),
-                getattr(kernels, f"lrn_backward_{layout}"),
-            )
-            forward.argtypes = [_pointer] * 3 + [_long] * 3 + [_int] + [_float] * 2
-            backward.argtypes = [_pointer] * 4 + [_long] * 3 + [_int] + [_float]
-            forward.restype = backward.restype = _int
-    return kernels
+    return native.loaded(KERNEL)
 
 
-def layout_of(*tensors: Tensor, beta: float = 0.75) -> str | None:
+def layout_of(*tensors: Tensor, beta: float = BETA) -> str | None:
     """The kernels' name for the memory order all of `tensors` share ("nchw" or "nhwc"), or None
     where the compiled kernels do not take them: not float32 (B, C, H, W) on the CPU, in one of
-    those orders, β other than 0.75 (whose power has no exact torch twin), or not built."""
-    if beta != 0.75 or not all(
+    those orders, β other than BETA, or not built."""
+    if beta != BETA or not all(
         t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 4 for t in tensors
     ):
         return None
@@ -118,5 +115,5 @@ def backward(grad_y: Tensor, x: Tensor, s: Tensor, size: int, alpha: float) -> T
     """dx of lrn.py's closed form with β = 0.75, by the compiled kernel (`layout_of(grad_y, x,
     s)` must be one), in x's memory order."""
     grad_x = torch.empty_like(x)
-    _over_images("lrn_backward", (grad_y, x, s, grad_x), size, -2 * alpha * 0.75)
+    _over_images("lrn_backward", (grad_y, x, s, grad_x), size, -2 * alpha * BETA)
     return grad_x

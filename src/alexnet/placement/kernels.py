@@ -16,8 +16,9 @@ KERNELS = [LRN, BATCH_ARITHMETIC]
 
 
 def build_kernels(*, required: bool = True) -> bool:
-    """Every compiled CPU kernel ready in this process (built, or found in the cache); one line
-    says which. Not buildable: native.KernelError if `required`, else a warning and False."""
+    """Every compiled CPU kernel ready in this process (built, or found in the cache); a build
+    is reported in one line. Not buildable: native.KernelError if `required`, else a warning
+    and False."""
     return _build(KERNELS, required=required)
 
 

@@ -18,19 +18,16 @@ from torch import Tensor
 
 from alexnet import native
 
-KERNEL = native.Kernel(Path(__file__).with_name("cpu_kernel.c"), ("transform_crops",))
-
 _pointer, _long = ctypes.c_void_p, ctypes.c_long
+TRANSFORM_CROPS = (*[_pointer] * 3, *[_long] * 3, *[_pointer] * 2, _long, *[_pointer] * 2)
+KERNEL = native.Kernel(
+    Path(__file__).with_name("cpu_kernel.c"), (("transform_crops", TRANSFORM_CROPS, ctypes.c_int),)
+)
 
 
 def library() -> ctypes.CDLL | None:
     """The compiled loop if native.build_kernels made it ready in this process, else None."""
-    loops = native.loaded(KERNEL)
-    if loops is not None and loops.transform_crops.argtypes is None:  # once a library
-        loops.transform_crops.argtypes = [_pointer] * 3 + [_long] * 3 + [_pointer] * 2
-        loops.transform_crops.argtypes += [_long] + [_pointer] * 2
-        loops.transform_crops.restype = ctypes.c_int
-    return loops
+    return native.loaded(KERNEL)
 
 
 def takes(crops: Tensor) -> bool:
