@@ -118,7 +118,8 @@ def environment_reads(path: Path) -> set[str]:
         elif isinstance(node, ast.Call) and ast.unparse(node.func) in (
             "os.environ.get", "environ.get", "os.getenv", "getenv",
         ):  # fmt: skip
-            environ, key = getattr(node.func, "value", node.func), node.args[0] if node.args else None
+            environ = getattr(node.func, "value", node.func)  # os.environ, os, or getenv itself
+            key = node.args[0] if node.args else None
         else:
             continue
         read_nodes.add(id(environ))

@@ -3,8 +3,8 @@
 `AlexNet` is the network; `load(run_or_checkpoint)` gives a trained one with its own
 preprocessing and class names, ready to `predict` and `embed` (inference.py); `build_kernels()`
 compiles the CPU's C kernels for a plain torch loop (then `model.set_fast_paths(...)`). Each is
-imported on first use, so that a command that needs no torch (`alexnet --help`, the report of an unchanged
-run) starts without it.
+imported on first use, so that a command that needs no torch (`alexnet --help`, the report of an
+unchanged run) starts without it.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The paper's pipeline image by image (§2, §4.1), in plain float steps with torchvision's own
-crops: the independent reference the batched arithmetic (data/transform/batch_transform.py) is tested against.
+crops: the independent reference the batched arithmetic (data/transform/batch_transform.py) is
+tested against.
 
 1. `Prepare` (§2, the package's: data/sources/downsample.py): shorter side to image_size,
    centre square.
